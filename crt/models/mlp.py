@@ -1,0 +1,81 @@
+"""MLP encoders and predictors, and the encoder factory the configs name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from crt.errors import ConfigError
+
+
+class MLP(nn.Sequential):
+    """in_dim -> hidden... -> out_dim with ReLU between layers (inputs of any shape are flattened)."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, batch_norm: bool = False):
+        layers: list[nn.Module] = [nn.Flatten()]
+        dims = [in_dim, *hidden]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b)] + ([nn.BatchNorm1d(b)] if batch_norm else []) + [nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], out_dim))
+        super().__init__(*layers)
+        self.out_dim = out_dim
+
+
+ENCODERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_encoder(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        ENCODERS[name] = fn
+        return fn
+
+    return deco
+
+
+@register_encoder("mlp")
+def _mlp_encoder(in_dim: int, out_dim: int, hidden: Sequence[int] = (32, 32), batch_norm: bool = False,
+                 **_: Any) -> nn.Module:
+    return MLP(in_dim, list(hidden), out_dim, batch_norm=batch_norm)
+
+
+def build_encoder(spec: Mapping[str, Any], in_dim: int, out_dim: int) -> nn.Module:
+    """Build the encoder named by spec['name'] (mlp, resnet18_cifar, ...) mapping inputs to R^out_dim."""
+    name = spec.get("name", "mlp")
+    if name not in ENCODERS:
+        try:  # image encoders register on import
+            import crt.models.resnet  # noqa: F401
+        except ModuleNotFoundError:
+            pass
+    if name not in ENCODERS:
+        raise ConfigError(f"Unknown encoder {name!r}. Fix: set data.encoder.name to one of {sorted(ENCODERS)}.")
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    return ENCODERS[name](in_dim=in_dim, out_dim=out_dim, **kwargs)
+
+
+class NormedLinear(nn.Module):
+    """Cosine-similarity last layer: logits_c = <x / |x|, w_c / |w_c|> in [-1, 1] (LDAM's head)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_dim, out_dim).uniform_(-1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(x, dim=1) @ nn.functional.normalize(self.weight, dim=0)
+
+
+def build_predictor(in_dim: int, num_classes: int, hidden: Sequence[int], cosine: bool = False) -> nn.Module:
+    """MLP predictor; `cosine` swaps its last layer for a cosine-normalised one."""
+    net = MLP(in_dim, list(hidden), num_classes)
+    if cosine:
+        net[-1] = NormedLinear(net[-1].in_features, num_classes)
+    return net
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["MLP", "NormedLinear", "build_encoder", "build_predictor", "register_encoder", "count_parameters"]

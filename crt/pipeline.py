@@ -1,0 +1,133 @@
+"""Run a method's stages in order with the shared stage cache, evaluate, and write results.json."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from crt.cache import StageCache
+from crt.config import validate
+from crt.data import build_split
+from crt.errors import ConfigError
+from crt.metrics import classification_metrics
+from crt.stages import RUNNERS, Context, spec
+from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1  # bump when stage outputs change meaning
+
+
+def pick_device(trainer_cfg: DictConfig) -> torch.device:
+    acc = str(trainer_cfg.get("accelerator", "cpu"))
+    if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """One job per run folder: a second job on the same folder stops with a clear error."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"Another job is writing {run_dir}. Fix: wait for it, or change an override "
+                              "(e.g. seed=...) so that this run gets its own folder.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def stage_keys(cfg: DictConfig) -> dict[str, str]:
+    """Cache key of every stage: its spec, the keys of the stages before it, the seed."""
+    keys: dict[str, str] = {}
+    for stage in cfg.method.stages:
+        keys[stage] = stable_hash({"stage": stage, "spec": spec(stage, cfg), "inputs": dict(keys),
+                                   "seed": int(cfg.seed), "v": CACHE_VERSION})
+    return keys
+
+
+def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Execute every stage of cfg.method (reusing cached ones), evaluate and write `<run_dir>/results.json`."""
+    validate(cfg)
+    run_dir = Path(run_dir or cfg.paths.get("run_dir") or Path(cfg.paths.output_dir) / "runs" / "manual")
+    results_path = run_dir / "results.json"
+    progress = bool(cfg.get("progress", True)) if progress is None else progress
+    if cfg.get("skip_completed", False) and results_path.exists():
+        import json
+
+        log.info("already complete, skipping: %s", results_path)
+        return json.loads(results_path.read_text())
+    with run_lock(run_dir):
+        t_start = time.perf_counter()
+        seed_everything(int(cfg.seed))
+        split = build_split(cfg.data, str(cfg.paths.data_dir))
+        log.info(split.summary())
+        ctx = Context(cfg=cfg, split=split, run_dir=str(run_dir), device=pick_device(cfg.trainer), progress=progress)
+        cache = StageCache(cfg.paths.cache_dir, enabled=bool(cfg.get("cache", True)))
+        keys = stage_keys(cfg)
+        prev: dict[str, dict[str, Any]] = {}
+        stages: dict[str, dict[str, Any]] = {}
+        for stage in cfg.method.stages:
+            t0 = time.perf_counter()
+            with cache.lock(stage, keys[stage]):
+                out = cache.load(stage, keys[stage])
+                reused = out is not None
+                if not reused:
+                    log.info("stage %s: training (key %s)", stage, keys[stage])
+                    seed_everything(int(cfg.seed) + len(prev))
+                    out = RUNNERS[stage](ctx, prev)
+                    cache.save(stage, keys[stage], out, {"stage": stage, "spec": spec(stage, cfg), "seed": int(cfg.seed),
+                                                         "created": _now()})
+                else:
+                    log.info("stage %s: reused from cache (key %s)", stage, keys[stage])
+            prev[stage] = out
+            stages[stage] = {"seconds": round(time.perf_counter() - t0, 3), "reused": reused, "key": keys[stage],
+                             "cache": str(cache.folder(stage, keys[stage])), "selected": out.get("selected")}
+        last = [s for s in cfg.method.stages if "logits_test" in prev[s]][-1]
+        tc = split.train_counts
+        metrics, per_class = classification_metrics(prev[last]["logits_test"], split.y_test, tc, split.majority,
+                                                    split.groups, prefix="test")
+        val_metrics, _ = classification_metrics(prev[last]["logits_val"], split.y_val, tc, split.majority,
+                                                split.groups, prefix="val")
+        metrics.update({k: v for k, v in val_metrics.items() if k in ("val/bal_acc", "val/nll", "val/top1")})
+        results = {
+            "name": f"{cfg.data.name}-{cfg.method.name}",
+            "dataset": str(cfg.data.name), "method": str(cfg.method.name), "seed": int(cfg.seed),
+            "data_seed": int(cfg.data.get("data_seed", 0)), "git_sha": git_sha(), "created": _now(),
+            "run_dir": str(run_dir), "seconds": round(time.perf_counter() - t_start, 3),
+            "stages": stages, "metrics": metrics, "per_class": per_class,
+            "data": {"counts": split.counts.tolist(), "train_counts": tc.tolist(),
+                     "minority_classes": split.minority_classes, "n_train": len(split.y_train),
+                     "n_val": len(split.y_val), "n_test": len(split.y_test)},
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        atomic_write_json(results_path, results)
+    return results
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A short human-readable table of the run's headline metrics and stage times."""
+    m = results["metrics"]
+    keys = ["test/top1", "test/top5", "test/nll", "test/macro_f1", "test/minority_f1", "test/bal_acc"]
+    lines = [f"{results['name']}  (seed {results['seed']})", f"{'metric':<20}{'value':>10}"]
+    lines += [f"{k:<20}{m[k]:>10.4f}" for k in keys if k in m]
+    lines.append(f"{'stage':<20}{'seconds':>10}  reused")
+    lines += [f"{s:<20}{v['seconds']:>10.2f}  {v['reused']}" for s, v in results["stages"].items()]
+    return "\n".join(lines)

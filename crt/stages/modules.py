@@ -1,0 +1,191 @@
+"""LightningModules of the trained stages: a classifier (pretrain, refine) and the demixer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from crt.losses import ClassLoss, fdv_loss, gcl_loss
+from crt.losses.contrastive import fdv_scores
+from crt.models import BatchedCritic, ClassPrior
+from crt.stages.training import TensorBatches
+
+
+class ClassifierModule(pl.LightningModule):
+    """A network trained by a per-sample classification loss on in-memory tensors.
+
+    Training batches are (x, y, w) with per-sample weights w; an optional second stream of extra
+    (augmented) samples is appended to every real batch with weight `extra_weight`. The loss is
+    sum(w_i l_i) / B_real + extra_weight * mean(l_j): `code` weighting sets w = 1 for majority and lambda for
+    real minority samples and extra_weight = 1; `paper` weighting sets w = 1 and extra_weight = lambda.
+    Model selection: balanced accuracy or cross-entropy on the held-out split (`<prefix>/val/...`).
+    """
+
+    def __init__(self, net: nn.Module, loss: ClassLoss, num_classes: int, *, prefix: str,
+                 train: tuple[torch.Tensor, torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+                 extra: tuple[torch.Tensor, torch.Tensor] | None = None, extra_weight: float = 1.0,
+                 extra_batch: int = 0, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
+                 sampler_weights: torch.Tensor | None = None, seed: int = 0, optimizer: str = "adam",
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, fused: bool = False):
+        super().__init__()
+        self.net, self.loss_fn, self.prefix = net, loss, prefix
+        self.train_data, self.val_data, self.extra = train, val, extra
+        self.extra_weight, self.extra_batch = float(extra_weight), int(extra_batch)
+        self.batch_size, self.lr, self.weight_decay, self.optimizer_name = batch_size, lr, weight_decay, optimizer
+        self.sampler_weights, self.seed, self.transform, self.fused = sampler_weights, seed, transform, fused
+        self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
+        self.val_ce = MeanMetric()
+        self.train_loss = MeanMetric()
+        self.selected: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def train_dataloader(self) -> TensorBatches:
+        x, y, w = (t.to(self.device) for t in self.train_data)
+        self._extra_iter = None
+        if self.extra is not None and len(self.extra[0]) and self.extra_batch > 0:
+            ex = tuple(t.to(self.device) for t in self.extra)
+            self._extra_stream = TensorBatches(*ex, batch_size=self.extra_batch, seed=self.seed + 1, drop_last=True)
+        return TensorBatches(x, y, w, batch_size=self.batch_size, seed=self.seed, weights=self.sampler_weights,
+                             transform=self.transform, drop_last=len(x) > self.batch_size)
+
+    def val_dataloader(self) -> TensorBatches:
+        x, y = (t.to(self.device) for t in self.val_data)
+        return TensorBatches(x, y, batch_size=max(self.batch_size, 1024), shuffle=False)
+
+    def _next_extra(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not hasattr(self, "_extra_stream"):
+            return None
+        try:
+            return next(self._extra_iter)  # type: ignore[arg-type]
+        except (StopIteration, TypeError):
+            self._extra_iter = iter(self._extra_stream)
+            return next(self._extra_iter)
+
+    def on_train_epoch_start(self) -> None:
+        self.loss_fn.on_epoch(self.current_epoch, self.trainer.max_epochs or 1)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
+        x, y, w = batch
+        logits = self.net(x)
+        loss = (w * self.loss_fn(logits, y)).sum() / len(y)
+        loss = loss + self.loss_fn.regularizer(self.net, x, logits)
+        extra = self._next_extra()
+        if extra is not None:
+            loss = loss + self.extra_weight * self.loss_fn(self.net(extra[0]), extra[1]).mean()
+        self.train_loss.update(loss.detach())
+        self.log(f"{self.prefix}/train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], _: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.val_bal_acc.update(logits, y)
+        self.val_ce.update(nn.functional.cross_entropy(logits.float(), y, reduction="none"))
+        self.log(f"{self.prefix}/val/bal_acc", self.val_bal_acc, on_epoch=True, prog_bar=True)
+        self.log(f"{self.prefix}/val/ce", self.val_ce, on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return make_optimizer(self.optimizer_name, self.parameters(), self.lr, self.weight_decay, self.fused)
+
+
+def make_optimizer(name: str, params: Any, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
+    extra = {"fused": True} if fused and torch.cuda.is_available() else {}
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **extra)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **extra)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9, nesterov=True, **extra)
+    from crt.errors import ConfigError
+
+    raise ConfigError(f"optimizer {name!r} is unknown. Fix: use adam, adamw or sgd.")
+
+
+class DemixModule(pl.LightningModule):
+    """Nonlinear ICA by contrastive learning: flow f (z -> s), per-dimension critic, class priors.
+
+    Objective (CRT eq. 1 / ECRT eq. 4 plus the likelihood term): L - rho * mean_i log p(z_i | y_i), with
+    log p(z | y) = log|det df/dz| + log p(s | y).
+    """
+
+    def __init__(self, flow: nn.Module, dim: int, num_classes: int, *, loss: str = "fdv", prior: str = "multi",
+                 rho: float = 1e-2, critic_hidden: int = 512, embed_dim: int | None = None, normalize: bool = True,
+                 negatives: str = "batch", exclude_true: bool = False, clamp: tuple[float, float] = (-5.0, 15.0),
+                 train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+                 batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
+                 fused: bool = False):
+        super().__init__()
+        from crt.errors import ConfigError
+
+        if loss not in ("gcl", "fdv"):
+            raise ConfigError(f"method.loss={loss!r} is unknown. Fix: use method.loss=gcl (CRT) or fdv (ECRT).")
+        if negatives not in ("batch", "classes"):
+            raise ConfigError(f"critic.negatives={negatives!r} is unknown. Fix: use batch or classes.")
+        k = num_classes if (loss == "gcl" or not embed_dim) else int(embed_dim)
+        self.flow, self.critic, self.prior = flow, BatchedCritic(dim, k, critic_hidden), ClassPrior(prior, dim, num_classes)
+        self.loss_name, self.rho, self.normalize, self.negatives = loss, float(rho), normalize, negatives
+        self.exclude_true, self.clamp = exclude_true, tuple(clamp)
+        if loss == "fdv":
+            emb = torch.eye(num_classes, k) if k == num_classes else torch.randn(num_classes, k) / math.sqrt(k)
+            self.label_emb = nn.Parameter(emb)
+            self.log_tau = nn.Parameter(torch.zeros(()))
+        self.train_data, self.val_data = train, val
+        self.batch_size, self.lr, self.weight_decay, self.seed, self.fused = batch_size, lr, weight_decay, seed, fused
+        self.m_train = nn.ModuleDict({k: MeanMetric() for k in ("loss", "contrastive", "nll")})
+        self.m_val = nn.ModuleDict({k: MeanMetric() for k in ("loss", "contrastive", "nll")})
+        self.selected: dict[str, Any] = {}
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.flow(z)[0]
+
+    def objective(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        s, logdet = self.flow(z)
+        u = self.critic(s).sum(1)  # B x k: sum over dimensions of g_a(s_a)
+        if self.loss_name == "gcl":
+            contrastive = gcl_loss(u, y, exclude_true=self.exclude_true)
+        else:
+            tau = self.log_tau.exp()
+            if self.negatives == "batch":
+                scores = fdv_scores(u, self.label_emb[y], tau, self.normalize)
+                pos = torch.arange(len(y), device=y.device)
+            else:
+                scores, pos = fdv_scores(u, self.label_emb, tau, self.normalize), y
+            contrastive, _ = fdv_loss(scores, pos, self.clamp)
+        nll = -(logdet + self.prior.log_prob(s, y)).mean() / s.shape[1]
+        return {"loss": contrastive + self.rho * nll * s.shape[1], "contrastive": contrastive, "nll": nll}
+
+    def train_dataloader(self) -> TensorBatches:
+        z, y = (t.to(self.device) for t in self.train_data)
+        return TensorBatches(z, y, batch_size=self.batch_size, seed=self.seed, drop_last=len(z) > self.batch_size)
+
+    def val_dataloader(self) -> TensorBatches:
+        z, y = (t.to(self.device) for t in self.val_data)
+        return TensorBatches(z, y, batch_size=max(self.batch_size, 2048), shuffle=False)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        out = self.objective(*batch)
+        for k, m in self.m_train.items():
+            m.update(out[k].detach())
+            self.log(f"demix/train/{self._name(k)}", m, on_step=False, on_epoch=True, prog_bar=k == "loss")
+        return out["loss"]
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        out = self.objective(*batch)
+        for k, m in self.m_val.items():
+            m.update(out[k])
+            self.log(f"demix/val/{self._name(k)}", m, on_epoch=True, prog_bar=k == "loss")
+
+    def _name(self, k: str) -> str:
+        return f"{self.loss_name}_loss" if k == "contrastive" else k
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return make_optimizer("adam", self.parameters(), self.lr, self.weight_decay, self.fused)
