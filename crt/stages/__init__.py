@@ -58,10 +58,10 @@ def spec(stage: str, cfg: DictConfig) -> dict[str, Any]:
     if stage == "demix":
         return {"train": _plain(st.demix), "loss": m.loss, "prior": m.prior, "rho": float(m.rho), **numerics}
     if stage == "augment":
-        return {"kind": m.augment, "space": st.refine.space, "train": _plain(st.augment),
+        return {"kind": m.augment, "space": m.get("refine_space", "source"), "train": _plain(st.augment),
                 "kwargs": _plain(m.get("augment_kwargs", {}))}
     if stage == "refine":
-        return {"train": _plain(st.refine), "lam": float(m.lam), "loss": m.refine_loss,
+        return {"train": _plain(st.refine), "lam": float(m.lam), "loss": m.refine_loss, "space": m.get("refine_space", "source"),
                 "loss_kwargs": _plain(m.get("loss_kwargs", {})), "predictor": _plain(cfg.model.predictor),
                 "selection": _plain(st.selection), **numerics}
     raise ConfigError(f"Unknown stage {stage!r} in method.stages. Fix: use pretrain, demix, augment, refine.")
@@ -178,15 +178,15 @@ def run_demix(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
 
 
 def _space(ctx: Context, prev: dict[str, Outputs]) -> tuple[str, Outputs]:
-    space = ctx.stage_cfg("refine").space
+    space = ctx.method.get("refine_space", "source")
     if space == "source":
         if "demix" not in prev:
-            raise ConfigError("stage.refine.space=source needs the demix stage. Fix: add demix to method.stages "
-                              "or set stage.refine.space=feature.")
+            raise ConfigError("method.refine_space=source needs the demix stage. Fix: add demix to method.stages "
+                              "or set method.refine_space=feature.")
         return "s", prev["demix"]
     if space == "feature":
         return "z", prev["pretrain"]
-    raise ConfigError(f"stage.refine.space={space!r} is unknown. Fix: use source or feature.")
+    raise ConfigError(f"method.refine_space={space!r} is unknown. Fix: use source or feature.")
 
 
 def run_augment(ctx: Context, prev: dict[str, Outputs]) -> Outputs:

@@ -103,12 +103,31 @@ class KeepBest(Callback):
         pl_module.selected = {"monitor": self.monitor, "best": self.best, "epoch": self.best_epoch}
 
 
+class EpochLine(Callback):
+    """Progress as one line per epoch (readable in logs and CI, unlike redrawn bars)."""
+
+    def __init__(self, stage: str, every: int = 1):
+        self.stage, self.every = stage, max(1, every)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        e = trainer.current_epoch
+        if e % self.every and e + 1 != trainer.max_epochs:
+            return
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if "/val/" in k or k.endswith("train/loss")}
+        vals = "  ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(shown.items()))
+        print(f"[{self.stage}] epoch {e + 1}/{trainer.max_epochs}  {vals}", flush=True)
+
+
 def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str, run_dir: str,
                  logger_cfg: Mapping[str, Any] | None, monitor: str, mode: str, patience: int | None,
                  grad_clip: float = 0.0, progress: bool = True) -> tuple[pl.Trainer, KeepBest]:
     """A Lightning Trainer for one stage, with best-state selection and early stopping on `monitor`."""
     keep = KeepBest(monitor, mode)
     callbacks: list[Callback] = [keep]
+    if progress:
+        callbacks.append(EpochLine(stage, every=max(1, max_epochs // 10)))
     if patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(patience), check_finite=False))
     kwargs = {k: v for k, v in dict(trainer_cfg).items() if k in _TRAINER_KEYS and v is not None}
@@ -118,7 +137,7 @@ def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str,
         logger=build_logger(logger_cfg, run_dir, stage),
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=False,
         gradient_clip_val=grad_clip or None,
         num_sanity_val_steps=0,
         log_every_n_steps=int(trainer_cfg.get("log_every_n_steps", 10)),

@@ -1,0 +1,36 @@
+# crt: `make help` lists the targets.
+PY ?= .venv/bin/python
+PIP ?= .venv/bin/pip
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+.venv/.installed: pyproject.toml requirements.txt
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+install: .venv/.installed ## create .venv and install crt with pinned torch/torchvision (CPU machine)
+
+run: install ## install, then run the default job (ECRT-MP on the toy Hénon data); ARGS="key=value ..." adds overrides
+	$(PY) run.py $(ARGS)
+
+test: install ## install, then run the whole test suite (slow tests included)
+	CRT_DATA_DIR=$${CRT_DATA_DIR:-../shared/data} $(PY) -m pytest -q -x $(ARGS)
+
+test-fast: install ## the tests not marked slow
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: install ## ruff
+	$(PY) -m ruff check crt scripts tests run.py
+
+clean: ## remove run folders and the stage cache (outputs/)
+	rm -rf outputs
+
+-include make/*.mk

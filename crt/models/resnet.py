@@ -1,0 +1,99 @@
+"""Image encoders: ResNet-18 with the CIFAR stem (He et al. 2016, sec. 4.2 / LDAM-DRW), and a pixel MLP.
+
+Both take the uint8 batches the CIFAR loader returns (or floats in [0, 1]) and normalise inside, so the
+images stay uint8 on the device until the first layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from crt.models.mlp import MLP, register_encoder
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class Normalize(nn.Module):
+    """uint8 -> float / 255, then (x - mean) / std per channel; float inputs are taken to be in [0, 1]."""
+
+    def __init__(self, mean: Sequence[float] = CIFAR_MEAN, std: Sequence[float] = CIFAR_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().div(255.0) if not x.is_floating_point() else x
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+def _as_images(x: torch.Tensor, channels: int = 3) -> torch.Tensor:
+    """N x C x H x W as is; flat N x (C*H*W) square images reshaped."""
+    if x.dim() == 4:
+        return x
+    side = math.isqrt(x[0].numel() // channels)
+    return x.reshape(len(x), channels, side, side)
+
+
+class ResNetCifar(nn.Module):
+    """torchvision ResNet-18, 3x3 stride-1 first convolution, no max-pool, fc: 512 -> out_dim."""
+
+    def __init__(self, out_dim: int, channels_last: bool = False, mean: Sequence[float] = CIFAR_MEAN,
+                 std: Sequence[float] = CIFAR_STD, width: int = 64):
+        super().__init__()
+        from torchvision.models import resnet18
+
+        net = resnet18(weights=None)
+        if width != 64:  # narrower variant for tests: every stage scaled by width / 64
+            from torchvision.models.resnet import BasicBlock, ResNet
+
+            net = ResNet(BasicBlock, [2, 2, 2, 2])
+            net.inplanes = width
+            net.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+            net.bn1 = nn.BatchNorm2d(width)
+            net.layer1 = net._make_layer(BasicBlock, width, 2)
+            net.layer2 = net._make_layer(BasicBlock, 2 * width, 2, stride=2)
+            net.layer3 = net._make_layer(BasicBlock, 4 * width, 2, stride=2)
+            net.layer4 = net._make_layer(BasicBlock, 8 * width, 2, stride=2)
+        net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        net.fc = nn.Linear(8 * width, out_dim)
+        self.norm, self.net, self.out_dim = Normalize(mean, std), net, out_dim
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(_as_images(x))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+
+@register_encoder("resnet18_cifar")
+def resnet18_cifar(in_dim: int, out_dim: int, channels_last: bool = False, width: int = 64, **_: Any) -> nn.Module:
+    """ResNet-18 (CIFAR stem) + FC out_dim (32 in the papers); `in_dim` is implied by the images."""
+    return ResNetCifar(out_dim, channels_last=channels_last, width=width)
+
+
+class PixelMLP(nn.Module):
+    """Normalised pixels -> MLP: a cheap image encoder for smoke tests and linear-probe baselines."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, batch_norm: bool = False):
+        super().__init__()
+        self.norm, self.mlp, self.out_dim = Normalize(), MLP(in_dim, list(hidden), out_dim, batch_norm), out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(_as_images(x)))
+
+
+@register_encoder("mlp_image")
+def mlp_image(in_dim: int, out_dim: int, hidden: Sequence[int] = (32, 32), batch_norm: bool = False,
+              **_: Any) -> nn.Module:
+    """MLP on uint8 images (normalised by the CIFAR mean/std inside)."""
+    return PixelMLP(in_dim, hidden, out_dim, batch_norm)
