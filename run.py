@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,6 +15,22 @@ from crt.errors import ConfigError
 
 register_resolvers()
 log = logging.getLogger("crt")
+CONFIGS = Path(__file__).resolve().parent / "configs"
+CHECKED_GROUPS = ("data", "method", "model", "trainer", "logger", "experiment", "stage", "debug", "sweep")
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Unknown `group=choice` overrides get a one-paragraph error instead of Hydra's search-path dump."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in CHECKED_GROUPS or value in ("null", ""):
+            continue
+        options = sorted(p.stem for p in (CONFIGS / key).glob("*.yaml"))
+        for choice in value.split(","):  # multirun lists
+            if choice not in options:
+                print(f"\nerror: unknown {key} {choice!r}. Fix: choose {key}=<name> with one of "
+                      f"{', '.join(options)} (files under configs/{key}/).\n", file=sys.stderr)
+                sys.exit(2)
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
@@ -32,4 +49,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    check_group_choices(sys.argv[1:])
     main()

@@ -24,6 +24,8 @@ from crt.stages import RUNNERS, Context, spec
 from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
+for _noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 CACHE_VERSION = 1  # bump when stage outputs change meaning
 
 

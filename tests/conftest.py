@@ -14,7 +14,7 @@ from crt.config import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-MNIST_DIR = Path(os.environ.get("CRT_TEST_MNIST_DIR", SHARED_DATA))
+MNIST_DIR = Path(os.environ.get("CRT_DATA_DIR") or SHARED_DATA)
 
 register_resolvers()
 
