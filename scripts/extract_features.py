@@ -259,7 +259,7 @@ def extract_arxiv(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=["tinyimagenet", "inat2019", "arxiv"])
     p.add_argument("--data-dir", default=os.environ.get("CRT_DATA_DIR", "data"),
                    help="root of the datasets (default: $CRT_DATA_DIR or data/)")

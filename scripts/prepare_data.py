@@ -161,6 +161,7 @@ def prepare_archive(name: str, data_dir: Path, timeout: float, keep: bool = Fals
 def prepare_mnist(data_dir: Path, timeout: float) -> None:
     """The four IDX files in torchvision's layout, <data_dir>/MNIST/raw/ (what crt.data.mnist reads)."""
     raw = data_dir / "MNIST" / "raw"
+    print(f"mnist: downloading into {raw}")
     for gz_name, md5 in MNIST_FILES:
         out = raw / gz_name[:-3]
         if out.exists():
@@ -193,7 +194,7 @@ def describe_manual(name: str, data_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", nargs="+", choices=[*DATASETS, "all"], help="what to prepare")
     parser.add_argument("--data-dir", default=os.environ.get("CRT_DATA_DIR", "data"),
                         help="root of the datasets (default: $CRT_DATA_DIR or data/)")
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         except (PrepareError, OSError) as err:
             failed.append(name)
             print(f"error: {name}: {err}\n  Fix: run this on a machine with network access and copy "
-                  f"{data_dir} over, or fetch the files by hand into {data_dir} (see the module docstring).",
+                  f"{data_dir} over, or fetch the files by hand into {data_dir} (`--help` lists the sources).",
                   file=sys.stderr)
     return 1 if failed else 0
 

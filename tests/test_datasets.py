@@ -438,3 +438,51 @@ def test_arxiv_missing(tmp_path: Path) -> None:
     msg = str(err.value)
     assert "features_scibert.npz" in msg and "arxiv-metadata-oai-snapshot.json" in msg and "kaggle" in msg.lower()
     assert extract("arxiv", "--data-dir", str(tmp_path), "--model", "tfidf") == 1
+
+
+# --- end to end: real-format files -> loader -> protocol -> pipeline (debug=tiny, CPU) -----------------
+
+E2E = ("debug=tiny", "trainer=cpu", "logger=none")
+
+
+def _run(make_cfg, tmp_path: Path, *overrides: str) -> dict:
+    from crt.pipeline import run
+
+    cfg = make_cfg(*overrides, *E2E)
+    results = run(cfg, run_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "results.json").is_file()
+    assert 0.0 <= results["metrics"]["test/top1"] <= 1.0 and np.isfinite(results["metrics"]["test/nll"])
+    return results
+
+
+@pytest.mark.slow
+def test_e2e_cifar100(make_cfg, tmp_path: Path) -> None:
+    write_cifar100(tmp_path / "data", per_class=10, test_per_class=2)
+    r = _run(make_cfg, tmp_path, "data=cifar100", f"paths.data_dir={tmp_path / 'data'}", "method=ecrt_mp",
+             "data.download=false", "data.n_max=10", "data.ratio=0.2",
+             "data.encoder.name=mlp_image", "+data.encoder.hidden=[16]")  # a ResNet-18 is too slow on a CPU
+    assert r["data"]["counts"] == [10] * 50 + [2] * 50 and r["data"]["n_test"] == 200
+    assert r["data"]["minority_classes"] == list(range(50, 100))
+    assert r["config"]["data"]["train_transform"] == "crop_flip"
+
+
+@pytest.mark.slow
+def test_e2e_tinyimagenet(make_cfg, tmp_path: Path, tiny_dir: Path) -> None:
+    r = _run(make_cfg, tmp_path, "data=tinyimagenet", f"paths.data_dir={tiny_dir}", "method=ecrt_mp",
+             "data.num_classes=4", "data.n_max=9", "data.ratio=0.34")
+    assert r["data"]["counts"] == [9, 9, 3, 3] and r["data"]["n_test"] == 12
+
+
+@pytest.mark.slow
+def test_e2e_inat2019(make_cfg, tmp_path: Path, inat_dir: Path) -> None:
+    r = _run(make_cfg, tmp_path, "data=inat2019", f"paths.data_dir={inat_dir}", "method=crt",
+             "data.num_classes=6", "data.majority_min_count=5")
+    assert r["data"]["counts"] == [8, 6, 5, 3, 2, 2] and r["data"]["minority_classes"] == [3, 4, 5]
+
+
+@pytest.mark.slow
+def test_e2e_features_npz(make_cfg, tmp_path: Path) -> None:
+    path = write_features_npz(tmp_path / "feats.npz", m=4, per_class=50, split=None)
+    r = _run(make_cfg, tmp_path, "data=features", f"data.path={path}", "data.imbalance=step", "data.ratio=0.1",
+             "method=ecrt_1p")
+    assert r["data"]["counts"] == [40, 40, 4, 4] and r["data"]["n_test"] == 40
