@@ -36,6 +36,12 @@ def test_cifar100_step_counts() -> None:
     assert mask[:50].all() and not mask[50:].any()
 
 
+def test_step_majority_is_the_first_half_even_when_a_class_is_short() -> None:
+    counts = target_counts("step", torch.tensor([60, 45, 80, 70, 50, 90]), 0.1, [], 60)
+    assert counts.tolist() == [60, 45, 60, 6, 6, 6]
+    assert majority_mask("step", counts, []).tolist() == [True, True, True, False, False, False]
+
+
 def test_tinyimagenet_step_counts() -> None:
     counts = target_counts("step", full(200, 500), 0.1, [], 450)
     assert counts[:100].tolist() == [450] * 100 and counts[100:].tolist() == [45] * 100
