@@ -84,6 +84,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
         stages: dict[str, dict[str, Any]] = {}
         for stage in cfg.method.stages:
             t0 = time.perf_counter()
+            if ctx.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             with cache.lock(stage, keys[stage]):
                 out = cache.load(stage, keys[stage])
                 reused = out is not None
@@ -97,13 +99,19 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
                     log.info("stage %s: reused from cache (key %s)", stage, keys[stage])
             prev[stage] = out
             stages[stage] = {"seconds": round(time.perf_counter() - t0, 3), "reused": reused, "key": keys[stage],
-                             "cache": str(cache.folder(stage, keys[stage])), "selected": out.get("selected")}
+                             "cache": str(cache.folder(stage, keys[stage])), "selected": out.get("selected"),
+                             "n_train": int(out.get("n_train", 0))}
+            if ctx.device.type == "cuda":
+                stages[stage]["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         last = [s for s in cfg.method.stages if "logits_test" in prev[s]][-1]
         tc = split.train_counts
-        metrics, per_class = classification_metrics(prev[last]["logits_test"], split.y_test, tc, split.majority,
-                                                    split.groups, prefix="test")
-        val_metrics, _ = classification_metrics(prev[last]["logits_val"], split.y_val, tc, split.majority,
-                                                split.groups, prefix="val")
+        if split.multilabel:
+            from crt.metrics.multilabel import multilabel_metrics as evaluate
+        else:
+            evaluate = classification_metrics
+        metrics, per_class = evaluate(prev[last]["logits_test"], split.y_test, tc, split.majority, split.groups,
+                                      prefix="test")
+        val_metrics, _ = evaluate(prev[last]["logits_val"], split.y_val, tc, split.majority, split.groups, prefix="val")
         metrics.update({k: v for k, v in val_metrics.items() if k in ("val/bal_acc", "val/nll", "val/top1")})
         results = {
             "name": f"{cfg.data.name}-{cfg.method.name}",

@@ -13,6 +13,7 @@ def test_batched_critic_equals_per_dimension_loop() -> None:
     assert out.shape == (11, 5, 7)
     looped = torch.stack([critic.dimension(a)(s[:, a:a + 1]) for a in range(5)], dim=1)
     assert torch.allclose(out, looped, atol=1e-5)
+    assert torch.allclose(out, critic.forward_looped(s), atol=1e-5)
 
 
 def test_each_output_depends_only_on_its_own_dimension() -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, compose_cfg
+
+try:  # tests/ as a package (tests/__init__.py) or as plain modules
+    from tests.conftest import ROOT, compose_cfg
+except ModuleNotFoundError:
+    from conftest import ROOT, compose_cfg
 
 DATASETS = {"cifar100_r001": "cifar100", "cifar100": "cifar100", "tinyimagenet": "tinyimagenet",
             "inat2019": "inat2019", "arxiv": "arxiv", "mnist5": "mnist", "mnist": "mnist"}

@@ -11,9 +11,13 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from test_datasets import write_cifar100
 
 from crt.data.cifar import load_cifar100
+
+try:  # tests/ as a package (tests/__init__.py) or as plain modules
+    from tests.test_datasets import write_cifar100
+except ModuleNotFoundError:
+    from test_datasets import write_cifar100
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MNIST_DIR, requires_mnist
 
 from crt.data import RawData, apply_protocol, build_split
 from crt.data.imbalance import majority_mask, select_indices, stratified_holdout, target_counts
 from crt.errors import ConfigError
+
+try:  # tests/ as a package (tests/__init__.py) or as plain modules
+    from tests.conftest import MNIST_DIR, requires_mnist
+except ModuleNotFoundError:
+    from conftest import MNIST_DIR, requires_mnist
 
 
 def full(m: int, n: int) -> torch.Tensor:

@@ -84,10 +84,7 @@ def no_augmentation(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_
 def augment(kind: str, x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: int,
             generator: torch.Generator | None = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if kind not in AUGMENTERS:
-        try:
-            import crt.augment.feature  # noqa: F401  (SMOTE, GAN register on import)
-        except ModuleNotFoundError:
-            pass
+        import crt.augment.feature  # noqa: F401  (SMOTE, GAN register on import)
     if kind not in AUGMENTERS:
         raise ConfigError(f"method.augment={kind!r} is unknown. Fix: use one of {', '.join(sorted(AUGMENTERS))}.")
     return AUGMENTERS[kind](x, y, classes, n_per_class, generator=generator, **kwargs)

@@ -50,11 +50,9 @@ def register_loss(name: str) -> Callable[[type[ClassLoss]], type[ClassLoss]]:
 
 
 def build_loss(name: str, counts: torch.Tensor, **kwargs: Any) -> ClassLoss:
-    if name not in LOSSES:
-        try:
-            import crt.losses.imbalance  # noqa: F401  (baseline losses register on import)
-        except ModuleNotFoundError:
-            pass
+    if name not in LOSSES:  # baseline and multi-label losses register on import
+        import crt.losses.imbalance  # noqa: F401
+        import crt.losses.multilabel  # noqa: F401
     if name not in LOSSES:
         raise ConfigError(f"Unknown loss {name!r}. Fix: use one of {', '.join(sorted(LOSSES))}.")
     return LOSSES[name](counts, **kwargs)

@@ -37,6 +37,15 @@ class BatchedCritic(nn.Module):
         h = torch.relu(torch.einsum("bdh,dhk->bdk", h, self.w2) + self.b2)
         return torch.einsum("bdh,dhk->bdk", h, self.w3) + self.b3  # B x d x k
 
+    def forward_looped(self, s: torch.Tensor) -> torch.Tensor:
+        """The naive form: one small MLP call per dimension in a Python loop (for benchmarks only)."""
+        outs = []
+        for a in range(self.dim):
+            h = torch.relu(s[:, a:a + 1] * self.w1[a] + self.b1[a])
+            h = torch.relu(h @ self.w2[a] + self.b2[a])
+            outs.append(h @ self.w3[a] + self.b3[a])
+        return torch.stack(outs, dim=1)
+
     def dimension(self, a: int) -> nn.Sequential:
         """The a-th MLP as a stand-alone nn.Sequential (shares no storage; for tests and inspection)."""
         net = nn.Sequential(nn.Linear(1, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.hidden), nn.ReLU(),

@@ -44,11 +44,8 @@ def _mlp_encoder(in_dim: int, out_dim: int, hidden: Sequence[int] = (32, 32), ba
 def build_encoder(spec: Mapping[str, Any], in_dim: int, out_dim: int) -> nn.Module:
     """Build the encoder named by spec['name'] (mlp, resnet18_cifar, ...) mapping inputs to R^out_dim."""
     name = spec.get("name", "mlp")
-    if name not in ENCODERS:
-        try:  # image encoders register on import
-            import crt.models.resnet  # noqa: F401
-        except ModuleNotFoundError:
-            pass
+    if name not in ENCODERS:  # image encoders register on import
+        import crt.models.resnet  # noqa: F401
     if name not in ENCODERS:
         raise ConfigError(f"Unknown encoder {name!r}. Fix: set data.encoder.name to one of {sorted(ENCODERS)}.")
     kwargs = {k: v for k, v in spec.items() if k != "name"}

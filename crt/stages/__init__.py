@@ -83,11 +83,33 @@ def apply_batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, d
 
 
 def _class_mask(split: Split, y: torch.Tensor, which: str) -> torch.Tensor:
+    """Samples to train on: all, or those of majority classes (multi-label: carrying a majority label)."""
     if which == "all":
         return torch.ones(len(y), dtype=torch.bool)
     if which == "majority":
-        return split.majority[y]
+        return (y.bool() & split.majority).any(1) if split.multilabel else split.majority[y]
     raise ConfigError(f"classes={which!r} is unknown. Fix: use majority or all.")
+
+
+def single_labels(split: Split, y: torch.Tensor) -> torch.Tensor:
+    """One class per sample for the contrastive demix objective: the identity for single-label data; for
+    multi-label data the most frequent of the sample's majority labels (else of all its labels)."""
+    if not split.multilabel:
+        return y
+    score = y.float() * (1.0 + split.counts.float() / (split.counts.max().float() + 1))
+    score = score + y.float() * split.majority.float() * 2.0  # majority labels first
+    return score.argmax(1)
+
+
+def loss_name(split: Split, name: str) -> str:
+    """On multi-label data cross-entropy means the per-label binary cross-entropy."""
+    return "bce" if split.multilabel and name == "ce" else name
+
+
+def _lr(tcfg: DictConfig) -> float:
+    """Learning rate, scaled linearly with the batch size when `lr_ref_batch` is set (large-batch fast path)."""
+    ref = tcfg.get("lr_ref_batch")
+    return float(tcfg.lr) * (int(tcfg.batch_size) / int(ref) if ref else 1.0)
 
 
 def _fit(ctx: Context, module: Any, stage: str, tcfg: DictConfig, monitor: str, mode: str) -> dict[str, Any]:
@@ -128,24 +150,26 @@ def run_pretrain(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     keep_tr = _class_mask(sp, sp.y_train, m.pretrain_classes)
     keep_va = _class_mask(sp, sp.y_val, m.pretrain_classes)
     x, y = sp.x_train[keep_tr], sp.y_train[keep_tr]
-    counts = torch.bincount(y, minlength=sp.num_classes)
-    loss = build_loss(m.pretrain_loss, counts, **_plain(m.get("loss_kwargs", {})))
+    counts = _counts(sp, y)
+    loss = build_loss(loss_name(sp, m.pretrain_loss), counts, **_plain(m.get("loss_kwargs", {})))
     encoder = build_encoder(_plain(ctx.cfg.data.encoder), sp.input_dim, d)
     head = build_predictor(d, sp.num_classes, list(ctx.cfg.model.head.hidden), cosine=loss.cosine_head)
     net = FeatureClassifier(encoder, head)
     monitor, mode = _monitor("pretrain", ctx.cfg.stage.selection)
     module = ClassifierModule(
         net, loss, sp.num_classes, prefix="pretrain", train=(x, y, torch.ones(len(y))),
-        val=(sp.x_val[keep_va], sp.y_val[keep_va]), batch_size=int(tcfg.batch_size), lr=float(tcfg.lr),
+        val=(sp.x_val[keep_va], sp.y_val[keep_va]), batch_size=int(tcfg.batch_size), lr=_lr(tcfg),
         weight_decay=float(tcfg.get("weight_decay", 0.0)), seed=int(ctx.cfg.seed),
         optimizer=str(tcfg.get("optimizer", "adam")), transform=_image_transform(ctx),
-        sampler_weights=_sampler_weights(y, tcfg.get("sampler", "natural")), fused=bool(ctx.cfg.trainer.get("fused", False)),
+        sampler_weights=_sampler_weights(sp, y, tcfg.get("sampler", "natural")),
+        fused=bool(ctx.cfg.trainer.get("fused", False)), compile=bool(ctx.cfg.trainer.get("compile", False)),
+        multilabel=sp.multilabel,
     )
     selected = _fit(ctx, module, "pretrain", tcfg, monitor, mode)
     enc, hd = net.encoder.eval(), net.head.eval()
     z = {k: apply_batched(enc, getattr(sp, f"x_{k}"), ctx.device) for k in ("train", "val", "test")}
     logits = {k: apply_batched(hd, z[k], ctx.device) for k in ("val", "test")}
-    return {"encoder": enc.state_dict(), "head": hd.state_dict(), "selected": selected,
+    return {"encoder": enc.state_dict(), "head": hd.state_dict(), "selected": selected, "n_train": len(y),
             **{f"z_{k}": v for k, v in z.items()}, **{f"logits_{k}": v for k, v in logits.items()}}
 
 
@@ -160,21 +184,22 @@ def run_demix(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     f = tcfg.flow
     flow = build_maf(d, int(f.blocks), int(f.hidden), int(f.made_layers), bool(f.batch_norm))
     c = tcfg.critic
-    z_tr, y_tr = pre["z_train"][keep_tr], sp.y_train[keep_tr]
+    z_tr, y_tr = pre["z_train"][keep_tr], single_labels(sp, sp.y_train[keep_tr])
     module = DemixModule(
         flow, d, sp.num_classes, loss=str(m.loss), prior=str(m.prior), rho=float(m.rho),
         critic_hidden=int(c.hidden), embed_dim=c.get("embed_dim"), normalize=bool(c.normalize),
         negatives=str(c.negatives), exclude_true=bool(c.get("exclude_true", False)), clamp=tuple(c.clamp),
-        train=(z_tr, y_tr), val=(pre["z_val"][keep_va], sp.y_val[keep_va]), batch_size=int(tcfg.batch_size),
-        lr=float(tcfg.lr), weight_decay=float(tcfg.get("weight_decay", 0.0)), seed=int(ctx.cfg.seed),
-        fused=bool(ctx.cfg.trainer.get("fused", False)),
+        train=(z_tr, y_tr), val=(pre["z_val"][keep_va], single_labels(sp, sp.y_val[keep_va])),
+        batch_size=int(tcfg.batch_size),
+        lr=_lr(tcfg), weight_decay=float(tcfg.get("weight_decay", 0.0)), seed=int(ctx.cfg.seed),
+        fused=bool(ctx.cfg.trainer.get("fused", False)), critic_impl=str(c.get("impl", "batched")),
     )
     selected = _fit(ctx, module, "demix", tcfg, "demix/val/loss", "min")
     module.flow.to(ctx.device)
     calibrate_batchnorm(module.flow, z_tr.to(ctx.device))
     s = {k: apply_batched(lambda z: module.flow(z)[0], pre[f"z_{k}"], ctx.device) for k in ("train", "val", "test")}
     return {"flow": module.flow.state_dict(), "critic": module.critic.state_dict(),
-            "prior": module.prior.state_dict(), "selected": selected, **{f"s_{k}": v for k, v in s.items()}}
+            "prior": module.prior.state_dict(), "selected": selected, "n_train": len(y_tr), **{f"s_{k}": v for k, v in s.items()}}
 
 
 def _space(ctx: Context, prev: dict[str, Outputs]) -> tuple[str, Outputs]:
@@ -194,6 +219,9 @@ def run_augment(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     sp, acfg, m = ctx.split, ctx.stage_cfg("augment"), ctx.method
     key, src = _space(ctx, prev)
     x, y = src[f"{key}_train"], sp.y_train
+    if sp.multilabel:  # one row per (sample, minority label) pair; augmented samples carry that one label
+        pairs = torch.nonzero(y.bool() & ~sp.majority, as_tuple=False)
+        x, y = x[pairs[:, 0]], pairs[:, 1]
     tc = sp.train_counts
     n = acfg.get("n_per_class")
     n = int(n) if n else int(round(float(tc[sp.majority].float().mean()))) if sp.majority.any() else int(tc.max())
@@ -201,14 +229,24 @@ def run_augment(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     x_aug, y_aug = augment(str(m.augment), x, y, sp.minority_classes, n, generator=g,
                            num_classes=sp.num_classes, seed=int(ctx.cfg.seed), device=ctx.device,
                            **_plain(m.get("augment_kwargs", {}) or {}))
+    if sp.multilabel:
+        y_aug = torch.nn.functional.one_hot(y_aug, sp.num_classes).float()
     return {"x_aug": x_aug.cpu(), "y_aug": y_aug.cpu(), "n_per_class": n}
 
 
-def _sampler_weights(y: torch.Tensor, sampler: str) -> torch.Tensor | None:
+def _counts(sp: Split, y: torch.Tensor) -> torch.Tensor:
+    return y.sum(0).long() if sp.multilabel else torch.bincount(y, minlength=sp.num_classes)
+
+
+def _sampler_weights(sp: Split, y: torch.Tensor, sampler: str) -> torch.Tensor | None:
+    """Class-balanced sampling weights 1/n_c (multi-label: 1/n of the sample's rarest label)."""
     if sampler == "natural":
         return None
     if sampler == "balanced":
-        counts = torch.bincount(y).float()
+        counts = _counts(sp, y).float().clamp(min=1)
+        if sp.multilabel:
+            inv = torch.where(y.bool(), 1.0 / counts, torch.zeros(()))
+            return inv.max(1).values.clamp(min=1.0 / float(counts.max()))
         return 1.0 / counts[y]
     raise ConfigError(f"sampler={sampler!r} is unknown. Fix: use balanced or natural.")
 
@@ -225,7 +263,7 @@ def run_refine(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     x_aug, y_aug = aug.get("x_aug"), aug.get("y_aug")
     has_aug = x_aug is not None and len(x_aug) > 0
     weighting = tcfg.get("weighting", "code")
-    minority = ~sp.majority[y]
+    minority = (y.bool() & ~sp.majority).any(1) if sp.multilabel else ~sp.majority[y]
     if weighting == "code":  # real minority at lambda, augmented minority at 1 (the authors' code)
         w = torch.where(minority, torch.tensor(lam if has_aug else 1.0), torch.tensor(1.0))
         extra_weight = 1.0
@@ -236,22 +274,21 @@ def run_refine(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     bs = int(tcfg.batch_size)
     n_min = len(sp.minority_classes)
     extra_batch = max(1, round(bs * n_min / sp.num_classes)) if has_aug else 0
-    counts = torch.bincount(y, minlength=sp.num_classes)
-    loss = build_loss(str(m.refine_loss), counts, **_plain(m.get("loss_kwargs", {})))
+    loss = build_loss(loss_name(sp, str(m.refine_loss)), _counts(sp, y), **_plain(m.get("loss_kwargs", {})))
     predictor = build_predictor(x.shape[1], sp.num_classes, list(ctx.cfg.model.predictor.hidden),
                                 cosine=loss.cosine_head)
     monitor, mode = _monitor("refine", ctx.cfg.stage.selection)
     module = ClassifierModule(
         predictor, loss, sp.num_classes, prefix="refine", train=(x, y, w), val=(src[f"{key}_val"], sp.y_val),
         extra=(x_aug, y_aug) if has_aug else None, extra_weight=extra_weight, extra_batch=extra_batch,
-        batch_size=bs, lr=float(tcfg.lr), weight_decay=float(tcfg.get("weight_decay", 0.0)), seed=int(ctx.cfg.seed),
-        sampler_weights=_sampler_weights(y, tcfg.get("sampler", "balanced")),
-        fused=bool(ctx.cfg.trainer.get("fused", False)),
+        batch_size=bs, lr=_lr(tcfg), weight_decay=float(tcfg.get("weight_decay", 0.0)), seed=int(ctx.cfg.seed),
+        sampler_weights=_sampler_weights(sp, y, tcfg.get("sampler", "balanced")),
+        fused=bool(ctx.cfg.trainer.get("fused", False)), multilabel=sp.multilabel,
     )
     selected = _fit(ctx, module, "refine", tcfg, monitor, mode)
     pred = module.net.eval()
     logits = {k: apply_batched(pred, src[f"{key}_{k}"], ctx.device) for k in ("val", "test")}
-    return {"predictor": pred.state_dict(), "selected": selected,
+    return {"predictor": pred.state_dict(), "selected": selected, "n_train": len(y),
             **{f"logits_{k}": v for k, v in logits.items()}}
 
 

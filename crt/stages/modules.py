@@ -33,8 +33,10 @@ class ClassifierModule(pl.LightningModule):
                  extra: tuple[torch.Tensor, torch.Tensor] | None = None, extra_weight: float = 1.0,
                  extra_batch: int = 0, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
                  sampler_weights: torch.Tensor | None = None, seed: int = 0, optimizer: str = "adam",
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, fused: bool = False):
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, fused: bool = False,
+                 compile: bool = False, multilabel: bool = False):
         super().__init__()
+        self.multilabel = multilabel
         self.net, self.loss_fn, self.prefix = net, loss, prefix
         self.train_data, self.val_data, self.extra = train, val, extra
         self.extra_weight, self.extra_batch = float(extra_weight), int(extra_batch)
@@ -42,10 +44,29 @@ class ClassifierModule(pl.LightningModule):
         self.sampler_weights, self.seed, self.transform, self.fused = sampler_weights, seed, transform, fused
         self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
         self.val_ce = MeanMetric()
+        self.val_hit = MeanMetric()
         self.train_loss = MeanMetric()
         self.selected: dict[str, Any] = {}
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.compile = compile
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def on_fit_start(self) -> None:
+        if self.compile:
+            self._compiled = torch.compile(self.net)
+
+    def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The compiled network when `trainer.compile` is on; eager again if compilation fails."""
+        if self._compiled is not None:
+            try:
+                return self._compiled(x)
+            except Exception as err:  # noqa: BLE001 - any backend failure falls back to eager
+                import warnings
+
+                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); training eagerly", stacklevel=2)
+                self._compiled = None
         return self.net(x)
 
     def train_dataloader(self) -> TensorBatches:
@@ -75,7 +96,7 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
         x, y, w = batch
-        logits = self.net(x)
+        logits = self._train_forward(x)
         loss = (w * self.loss_fn(logits, y)).sum() / len(y)
         loss = loss + self.loss_fn.regularizer(self.net, x, logits)
         extra = self._next_extra()
@@ -88,6 +109,14 @@ class ClassifierModule(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, ...], _: int) -> None:
         x, y = batch
         logits = self.net(x)
+        if self.multilabel:  # ACC (top-1 label is a true label) and BCE summed over labels
+            from crt.metrics.multilabel import multilabel_acc, multilabel_nll
+
+            self.val_hit.update(multilabel_acc(logits, y))
+            self.val_ce.update(multilabel_nll(logits, y))
+            self.log(f"{self.prefix}/val/bal_acc", self.val_hit, on_epoch=True)
+            self.log(f"{self.prefix}/val/ce", self.val_ce, on_epoch=True)
+            return
         self.val_bal_acc.update(logits, y)
         self.val_ce.update(nn.functional.cross_entropy(logits.float(), y, reduction="none"))
         self.log(f"{self.prefix}/val/bal_acc", self.val_bal_acc, on_epoch=True, prog_bar=True)
@@ -122,10 +151,13 @@ class DemixModule(pl.LightningModule):
                  negatives: str = "batch", exclude_true: bool = False, clamp: tuple[float, float] = (-5.0, 15.0),
                  train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
                  batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
-                 fused: bool = False):
+                 fused: bool = False, critic_impl: str = "batched"):
         super().__init__()
         from crt.errors import ConfigError
 
+        if critic_impl not in ("batched", "loop"):
+            raise ConfigError(f"critic.impl={critic_impl!r} is unknown. Fix: use batched (default) or loop (naive).")
+        self.critic_impl = critic_impl
         if loss not in ("gcl", "fdv"):
             raise ConfigError(f"method.loss={loss!r} is unknown. Fix: use method.loss=gcl (CRT) or fdv (ECRT).")
         if negatives not in ("batch", "classes"):
@@ -149,7 +181,8 @@ class DemixModule(pl.LightningModule):
 
     def objective(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         s, logdet = self.flow(z)
-        u = self.critic(s).sum(1)  # B x k: sum over dimensions of g_a(s_a)
+        g = self.critic(s) if self.critic_impl == "batched" else self.critic.forward_looped(s)
+        u = g.sum(1)  # B x k: sum over dimensions of g_a(s_a)
         if self.loss_name == "gcl":
             contrastive = gcl_loss(u, y, exclude_true=self.exclude_true)
         else:
