@@ -1,0 +1,67 @@
+"""Datasets and imbalance protocols: `build_split(cfg.data, data_dir)` gives the Split every stage uses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from crt.data import mnist, synthetic, toy  # noqa: F401  (register loaders)
+from crt.data.base import LOADERS, RawData, Split, get_loader, register
+from crt.data.imbalance import (
+    check_classes,
+    majority_mask,
+    select_indices,
+    shot_groups,
+    stratified_holdout,
+    target_counts,
+)
+
+__all__ = ["LOADERS", "RawData", "Split", "build_split", "register", "apply_protocol"]
+
+_optional = ["cifar", "tinyimagenet", "inat", "arxiv", "features"]
+for _mod in _optional:  # loaders added by later modules register themselves when present
+    try:
+        __import__(f"crt.data.{_mod}")
+    except ModuleNotFoundError as _err:
+        if _err.name != f"crt.data.{_mod}":
+            raise
+
+
+def apply_protocol(raw: RawData, cfg: Mapping[str, Any], name: str = "") -> Split:
+    """Imbalance the training set (seeded per-class shuffle, first n_c), then hold out a stratified part."""
+    protocol = cfg.get("imbalance", "natural")
+    seed = int(cfg.get("data_seed", 0))
+    minority = list(cfg.get("minority_classes") or [])
+    check_classes(minority, raw.num_classes)
+    if raw.multilabel:
+        idx = torch.arange(len(raw.y_train))
+        counts = raw.y_train.sum(0).long()
+        labels_for_split = raw.y_train.float().argmax(1)
+    else:
+        available = torch.bincount(raw.y_train, minlength=raw.num_classes)
+        counts = target_counts(protocol, available, float(cfg.get("ratio", 1.0)), minority, cfg.get("n_max"))
+        idx = select_indices(raw.y_train, counts, seed)
+        labels_for_split = raw.y_train[idx]
+    tr, va = stratified_holdout(labels_for_split, float(cfg.get("val_fraction", 0.2)), seed)
+    mask = majority_mask(protocol, counts, minority, cfg.get("majority_min_count"))
+    shots = cfg.get("shot_thresholds") or [100, 20]
+    x, y = raw.x_train[idx], raw.y_train[idx]
+    return Split(
+        x_train=x[tr], y_train=y[tr], x_val=x[va], y_val=y[va], x_test=raw.x_test, y_test=raw.y_test,
+        num_classes=raw.num_classes, counts=counts, majority=mask, name=name,
+        groups=shot_groups(counts, int(shots[0]), int(shots[1])), class_names=raw.class_names,
+        multilabel=raw.multilabel,
+    )
+
+
+def build_split(cfg: Mapping[str, Any], data_dir: str | None = None) -> Split:
+    """Load the dataset named by cfg['name'] and apply its imbalance protocol."""
+    name = cfg.get("name")
+    loader = get_loader(str(name))
+    kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    raw = loader(**kwargs)
+    return apply_protocol(raw, cfg, name=str(name))

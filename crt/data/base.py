@@ -1,0 +1,88 @@
+"""The data contract between loaders, imbalance protocols and stages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from crt.errors import ConfigError
+
+
+@dataclass
+class RawData:
+    """A dataset as its loader reads it: full training set and the (balanced) evaluation set."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    class_names: list[str] | None = None
+    multilabel: bool = False
+
+
+@dataclass
+class Split:
+    """The imbalanced training set, its held-out split for model selection, and the evaluation set.
+
+    `counts` are the protocol's per-class sizes (training + held-out); `train_counts` what is fitted on.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    counts: torch.Tensor
+    majority: torch.Tensor  # bool per class
+    name: str = ""
+    groups: list[str] = field(default_factory=list)
+    class_names: list[str] | None = None
+    multilabel: bool = False
+
+    @property
+    def train_counts(self) -> torch.Tensor:
+        if self.multilabel:
+            return self.y_train.sum(0).long()
+        return torch.bincount(self.y_train, minlength=self.num_classes)
+
+    @property
+    def minority_classes(self) -> list[int]:
+        return torch.nonzero(~self.majority).flatten().tolist()
+
+    @property
+    def input_dim(self) -> int:
+        return int(torch.tensor(self.x_train.shape[1:]).prod())
+
+    def summary(self) -> str:
+        tc = self.train_counts
+        return (
+            f"{self.name}: {self.num_classes} classes, train {len(self.y_train)} (per class {int(tc.min())}.."
+            f"{int(tc.max())}), held-out {len(self.y_val)}, test {len(self.y_test)}, "
+            f"minority classes {self.minority_classes[:10]}{' ...' if len(self.minority_classes) > 10 else ''}"
+        )
+
+
+Loader = Callable[..., RawData]
+LOADERS: dict[str, Loader] = {}
+
+
+def register(name: str) -> Callable[[Loader], Loader]:
+    def deco(fn: Loader) -> Loader:
+        LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_loader(name: str) -> Loader:
+    if name not in LOADERS:
+        raise ConfigError(
+            f"Unknown dataset {name!r}. Fix: choose data=<name> with one of {', '.join(sorted(LOADERS))} "
+            "(one YAML per dataset under configs/data/)."
+        )
+    return LOADERS[name]
