@@ -75,7 +75,8 @@ def rows_of(name: str, res: dict[str, Any]) -> list[dict[str, Any]]:
         sel = st.get("selected") or {}
         epochs = int(sel.get("epochs_run") or 0)
         n = int(st.get("n_train") or 0)
-        thr = epochs * n / st["seconds"] if epochs and st["seconds"] > 0 else float("nan")
+        fit = float(sel.get("fit_seconds") or 0.0)
+        thr = epochs * n / fit if epochs and fit > 0 else float("nan")  # training + held-out evaluation time
         proj = st["seconds"] / epochs * PAPER_EPOCHS[stage] if epochs and stage in PAPER_EPOCHS else st["seconds"]
         rows.append({"setting": name, "stage": stage, "epochs": epochs, "samples_per_s": thr,
                      "seconds": st["seconds"], "projected_s": proj, "peak_gpu_mb": st.get("peak_gpu_mb")})

@@ -7,6 +7,7 @@ dicts keyed by stage name) and returns a dict of tensors and state dicts, which 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,10 +119,13 @@ def _fit(ctx: Context, module: Any, stage: str, tcfg: DictConfig, monitor: str, 
         logger_cfg=_plain(ctx.cfg.logger), monitor=monitor, mode=mode, patience=tcfg.get("patience"),
         grad_clip=float(tcfg.get("grad_clip", 0.0) or 0.0), progress=ctx.progress,
     )
+    t0 = time.perf_counter()
     trainer.fit(module)
+    fit_seconds = time.perf_counter() - t0
     module.to(ctx.device).eval()
     sel = dict(getattr(module, "selected", {}) or {})
     sel["epochs_run"] = int(trainer.current_epoch)
+    sel["fit_seconds"] = round(fit_seconds, 3)
     return sel
 
 
