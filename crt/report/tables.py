@@ -10,6 +10,7 @@ Output: `<out>/<name>.md`, `.tex` and `.csv` (one row per cell and metric), writ
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -260,7 +261,7 @@ def aggregate(spec: TableSpec, runs: Sequence[Run], paper: pd.DataFrame | None =
         elif incomplete(runs, cell.match):
             why = "n/a: run failed or unfinished"
         else:
-            why = cell.status or status.get(cell.dataset, "") or "n/a: not run"
+            why = cell.status or status.get(cell.dataset, "").split(" (")[0] or "n/a: not run"
         for m in spec.metrics:
             vals = values[m]
             n = len(vals)
@@ -281,7 +282,10 @@ def aggregate(spec: TableSpec, runs: Sequence[Run], paper: pd.DataFrame | None =
 
 # ------------------------------------------------------------------------------------------ rendering
 def _fmt(v: float, d: int) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+    """`d` decimals; two more for small values (arXiv's NLL 0.0407 stays readable at d = 2)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:.{d + 2 if 0 < abs(v) < 0.1 else d}f}"
 
 
 def _wide(df: pd.DataFrame, spec: TableSpec, pm: str = "±") -> tuple[list[str], list[list[str]]]:
@@ -306,7 +310,7 @@ def _wide(df: pd.DataFrame, spec: TableSpec, pm: str = "±") -> tuple[list[str],
                 ours = f"{_fmt(r['mean'], d)} {pm} {_fmt(r['std'], d)}"
             if r["n_seeds"] and math.isnan(r["mean"]):
                 ours = "n/a: metric not logged"
-            diff = "—" if math.isnan(r["diff"]) else f"{r['diff']:+.{d}f}"
+            diff = "—" if math.isnan(r["diff"]) else ("+" if r["diff"] >= 0 else "") + _fmt(r["diff"], d)
             row += [ours, _fmt(r["paper"], d), diff]
         row.append(str(int(g["n_seeds"].max())))
         body.append(row)
@@ -362,8 +366,8 @@ def has_config(group: str, name: str, root: Path | None = None) -> bool:
 
 def _common_notes(seeds: str | Sequence[int] | None) -> list[str]:
     n = _expected_seeds(seeds)
-    return [f"ours: mean ± sample std over {'the' if n is None else n} seeds; paper: the published value; "
-            "Δ = ours − paper. Cells without a finished run say why (n/a: ...)."]
+    return [(f"ours: mean ± sample std over {'the' if n is None else n} seeds; paper: the published value; "
+            "Δ = ours − paper. Cells without a finished run say why (n/a: ...).")]
 
 
 def table1_spec(datasets: Sequence[str] = T1_DATASETS, methods: Sequence[str] = T1_METHODS,
@@ -396,8 +400,8 @@ def table1_spec(datasets: Sequence[str] = T1_DATASETS, methods: Sequence[str] = 
                 pm = ("ecrt",)
             cells.append(Cell(d, m, match, setting, PAPER_DATASET.get(d), pm, status, label))
     notes = _common_notes(seeds) + [
-        "top1/top5 in percent as the paper prints them (arXiv: the paper's 'acc' in the top1 column); "
-        "NLL in nats; macro_f1 is ECRT's F1 table (CIFAR-100 only; its 'ecrt' is our ecrt_mp).",
+        ("top1/top5 in percent as the paper prints them (arXiv: the paper's 'acc' in the top1 column); "
+        "NLL in nats; macro_f1 is ECRT's F1 table (CIFAR-100 only; its 'ecrt' is our ecrt_mp)."),
         "The row 'ecrt_1p / pretrain_all_classes' is the CRT ablation (encoder pretrained on all classes).",
     ]
     if profile == "smoke":
@@ -424,8 +428,8 @@ def table_s7_spec(methods: Sequence[str] = S7_METHODS, seeds: str | Sequence[int
                 else "n/a: method config absent"
             cells.append(Cell("mnist", m, {"experiment": exp}, f"minority={k}", "mnist", (m,), status))
     notes = _common_notes(seeds) + [
-        "Fractions, NLL in nats; minority=1: digit 0 at 1200 training images vs 6000 for the others; "
-        "minority=5: digits 0-4 at 1200. The paper reports no ECRT-MP row here (our addition)."]
+        ("Fractions, NLL in nats; minority=1: digit 0 at 1200 training images vs 6000 for the others; "
+        "minority=5: digits 0-4 at 1200. The paper reports no ECRT-MP row here (our addition).")]
     if note:
         notes.append(note)
     return TableSpec("table_s7", "CRT Table S7: MNIST with minority digits", cells,
@@ -438,7 +442,7 @@ S1_METHODS = ("erm", "crt_noaug", "crt")
 def bucket_of(count: int, grid: Sequence[int] = EXTREME_GRID) -> int:
     """The grid value nearest to `count` (boundaries at the midpoints between grid values)."""
     grid = sorted(grid)
-    for lo, hi in zip(grid, grid[1:]):
+    for lo, hi in itertools.pairwise(grid):
         if count <= (lo + hi) / 2:
             return lo
     return grid[-1]
@@ -463,7 +467,7 @@ def _resolve_cache(entry: Mapping[str, Any], stage: str, runs_root: Path | None)
     raise FileNotFoundError(f"stage outputs of {stage} not found (looked in {', '.join(map(str, cands))})")
 
 
-def test_logits(run: Run, runs_root: Path | None = None) -> tuple[Any, Any]:
+def logits_and_labels(run: Run, runs_root: Path | None = None) -> tuple[Any, Any]:
     """(logits_test, y_test) of a run: the last predicting stage's cached logits and the rebuilt test labels."""
     import torch
 
@@ -493,7 +497,7 @@ def bucket_metrics(run: Run, grid: Sequence[int] = EXTREME_GRID, runs_root: Path
     bucket = torch.tensor([bucket_of(int(c), grid) for c in counts])
     out: dict[int, dict[str, float]] = {}
     try:
-        logits, y = test_logits(run, runs_root)
+        logits, y = logits_and_labels(run, runs_root)
     except (FileNotFoundError, KeyError) as err:
         log.warning("%s: %s; top-5 and NLL per bucket unavailable", run.folder, err)
         acc = torch.tensor([r["acc"] for r in run.results["per_class"]])
@@ -530,10 +534,10 @@ def table_s1_spec(seeds: str | Sequence[int] | None = None, runs_root: Path | No
         return cache[run.folder][int(cell.setting.split("=")[1])]
 
     notes = _common_notes(seeds) + [
-        "One run per method and seed trains on 1000 classes whose sizes are drawn uniformly from 5..150; "
+        ("One run per method and seed trains on 1000 classes whose sizes are drawn uniformly from 5..150; "
         "row n reports the test samples (20 per class, balanced) of the classes whose size is nearest to n "
         "(buckets split at the midpoints: 5-7, 8-15, 16-35, 36-62, 63-87, 88-125, 126-150). "
-        "top-1/top-5 over all 1000 classes, NLL in nats; fractions. crt_noaug is `method=crt method.augment=none`.",
+        "top-1/top-5 over all 1000 classes, NLL in nats; fractions. crt_noaug is `method=crt method.augment=none`."),
     ]
     if note:
         notes.append(note)
@@ -564,3 +568,96 @@ def write_status(out_dir: str | Path, table: str, status: Mapping[str, str]) -> 
             allst = {}
     allst[table] = dict(status)
     atomic_write_json(f, allst)
+
+
+# ------------------------------------------------------------------------------------ running cells
+def multirun(overrides: Sequence[str], python: str | None = None, dry_run: bool = False) -> int:
+    """`python run.py -m <overrides>` in the repository root (finished runs are skipped by run.py)."""
+    import shlex
+    import subprocess
+    import sys
+
+    cmd = [python or sys.executable, "run.py", "-m", *overrides]
+    print("+ " + shlex.join(cmd), flush=True)
+    if dry_run:
+        return 0
+    return subprocess.run(cmd, cwd=REPO, check=False).returncode
+
+
+def data_absent(experiment: str, data_dir: str) -> str | None:
+    """Why the dataset of `experiment` cannot be read (None when its loader finds the files).
+
+    Composes the experiment as run.py would and calls its loader with downloads off, so a missing dataset
+    is found in seconds instead of failing a multirun.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from crt.config import register_resolvers
+    from crt.data import get_loader
+    from crt.errors import DataNotFoundError
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}", f"paths.data_dir={data_dir}"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    kwargs = {k: v for k, v in data.items() if k != "name"}
+    kwargs.update(data_dir=data_dir, download=False)
+    try:
+        get_loader(str(data["name"]))(**kwargs)
+    except (DataNotFoundError, FileNotFoundError) as err:
+        first = str(err).split(". ")[0]
+        return f"n/a: data absent ({first})"
+    return None
+
+
+def run_table1(datasets: Sequence[str], methods: Sequence[str], seeds: str, profile: str, output_dir: str,
+               data_dir: str, extra: Sequence[str] = (), dry_run: bool = False) -> tuple[dict[str, str], int]:
+    """Launch every Table 1 cell as Hydra multiruns (one per dataset).
+
+    Returns ({dataset: why it did not run}, number of multiruns that failed).
+    """
+    common = [f"seed={seeds}", f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}", *extra]
+    status: dict[str, str] = {}
+    failed = 0
+    if profile == "smoke":
+        have = [m for m in methods if has_config("method", m)]
+        if have:
+            failed += multirun(["experiment=smoke_table1", f"method={','.join(have)}", *common], dry_run=dry_run) != 0
+            if "cifar100" in datasets and "ecrt_1p" in have:
+                failed += multirun(["experiment=smoke_table1", "method=ecrt_1p", "method.pretrain_classes=all",
+                                    *common], dry_run=dry_run) != 0
+        return status, failed
+    for d in datasets:
+        exps = [f"{d}_{m}" for m in methods if has_config("experiment", f"{d}_{m}")]
+        if not exps:
+            status[d] = "n/a: no experiment file"
+            continue
+        why = data_absent(exps[0], data_dir)
+        if why:
+            print(f"skip {d}: {why}", flush=True)
+            status[d] = why
+            continue
+        failed += multirun([f"experiment={','.join(exps)}", *common], dry_run=dry_run) != 0
+        if d == "cifar100" and f"{d}_ecrt_1p" in exps:
+            failed += multirun([f"experiment={d}_ecrt_1p", "method.pretrain_classes=all", *common],
+                               dry_run=dry_run) != 0
+    return status, failed
+
+
+def run_cells(table: str, experiments: Sequence[str], dataset: str, seeds: str, output_dir: str, data_dir: str,
+              extra: Sequence[str] = (), dry_run: bool = False) -> tuple[dict[str, str], int]:
+    """Launch the experiments of a supplement table as one multirun (after a data check).
+
+    Returns ({dataset: why it did not run}, number of multiruns that failed).
+    """
+    have = [e for e in experiments if has_config("experiment", e)]
+    if not have:
+        return {dataset: "n/a: no experiment file"}, 0
+    why = data_absent(have[0], data_dir)
+    if why:
+        print(f"skip {table}: {why}", flush=True)
+        return {dataset: why}, 0
+    rc = multirun([f"experiment={','.join(have)}", f"seed={seeds}", f"paths.output_dir={output_dir}",
+                   f"paths.data_dir={data_dir}", *extra], dry_run=dry_run)
+    return {}, int(rc != 0)

@@ -1,0 +1,39 @@
+"""Draw the papers' figures (PNG and PDF) from the run folders under <output-dir>/runs.
+
+    python scripts/make_figures.py                     # every figure whose runs exist
+    python scripts/make_figures.py --only tsne mmd     # figures whose names start with these
+
+`make figures` first runs what the toy figures need (`make figure-runs`) and Table S1; see docs/reproduce.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from crt.errors import ConfigError
+from crt.report.figures import make_all
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output-dir", default="outputs", help="paths.output_dir of the runs; figures go to <it>/figures")
+    p.add_argument("--experiment", default=None, help="experiment the toy figure runs were launched with")
+    p.add_argument("--only", nargs="*", default=None, help="figure name prefixes to draw")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        done = make_all(args.output_dir, args.experiment, args.only)
+    except ConfigError as err:
+        print(f"\nerror: {err}\n", file=sys.stderr)
+        return 2
+    print(f"{len(done)} figure(s) in {Path(args.output_dir) / 'figures'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
