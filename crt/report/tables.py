@@ -215,7 +215,7 @@ class TableSpec:
     metrics: tuple[str, ...]
     paper_tables: tuple[str, ...]
     percent: tuple[str, ...] = ()    # metrics shown in percent (as the paper prints them)
-    decimals: int = 4
+    decimals: int | Mapping[str, int] = 4  # per table, or per metric
     notes: list[str] = field(default_factory=list)
     extract: Extractor = _from_metrics
 
@@ -285,7 +285,7 @@ def _fmt(v: float, d: int) -> str:
     """`d` decimals; two more for small values (arXiv's NLL 0.0407 stays readable at d = 2)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
-    return f"{v:.{d + 2 if 0 < abs(v) < 0.1 else d}f}"
+    return f"{v:.{d + 2 if 0 < abs(v) < 10 ** (1 - d) else d}f}"
 
 
 def _wide(df: pd.DataFrame, spec: TableSpec, pm: str = "±") -> tuple[list[str], list[list[str]]]:
@@ -296,11 +296,11 @@ def _wide(df: pd.DataFrame, spec: TableSpec, pm: str = "±") -> tuple[list[str],
         header += [f"{m}{unit} ours", f"{m} paper", f"{m} Δ"]
     header.append("seeds")
     body = []
-    d = spec.decimals
     for (_, _, _), g in df.groupby(["label", "setting", "method"], sort=False):
         first = g.iloc[0]
         row = [first["label"]] + ([first["setting"]] if has_setting else []) + [first["method"]]
         for m in spec.metrics:
+            d = spec.decimals if isinstance(spec.decimals, int) else int(spec.decimals.get(m, 4))
             r = g[g["metric"] == m].iloc[0]
             if r["n_seeds"] == 0:
                 ours = r["status"] or "n/a"
@@ -411,7 +411,8 @@ def table1_spec(datasets: Sequence[str] = T1_DATASETS, methods: Sequence[str] = 
     return TableSpec("table1" if profile == "full" else "table1_smoke",
                      "ECRT Table 1: imbalanced benchmarks" + (" (SMOKE)" if profile == "smoke" else ""),
                      cells, ("top1", "top5", "nll", "macro_f1"), ("T1", "F1", "ABL"),
-                     percent=("top1", "top5"), decimals=2, notes=notes)
+                     percent=("top1", "top5"), decimals={"top1": 2, "top5": 2, "nll": 2, "macro_f1": 3},
+                     notes=notes)
 
 
 S7_METHODS = ("erm", "ldam", "crt", "ecrt_mp")
