@@ -163,6 +163,12 @@ def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
 
 
 @register_loss("vat")
+def _float_input(x: torch.Tensor) -> torch.Tensor:
+    """The network input as floats on the scale encoders read: uint8 images become [0, 1]."""
+    x = x.detach()
+    return x.float() if x.is_floating_point() else x.float().div(255.0)
+
+
 class VATLoss(ClassLoss):
     """CE + α · VAT (Miyato et al. 2018, eq. 5 and 7): KL(p(·|x) || p(·|x + r_adv)), the clean prediction fixed.
 
@@ -182,7 +188,7 @@ class VATLoss(ClassLoss):
     def adversarial_direction(self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                               logits: torch.Tensor) -> torch.Tensor:
         """r_adv with ‖r_adv‖ = ε per sample, by power iteration on the KL's curvature around x."""
-        x = x.detach().float()
+        x = _float_input(x)
         target = logits.detach().float()
         d = _unit(torch.randn_like(x))
         for _ in range(self.power_iterations):
@@ -200,7 +206,7 @@ class VATLoss(ClassLoss):
         net = forward if isinstance(forward, nn.Module) else nn.Identity()
         with _frozen_batchnorm_stats(net):
             r_adv = self.adversarial_direction(forward, x, logits)
-            lds = _kl(logits.detach().float(), forward(x.detach().float() + r_adv).float()).mean()
+            lds = _kl(logits.detach().float(), forward(_float_input(x) + r_adv).float()).mean()
         return self.alpha * lds
 
 
