@@ -281,7 +281,7 @@ def test_make_tables_smoke_end_to_end(tmp_path: Path) -> None:
     """The Table 1 smoke profile runs tiny toy jobs and writes all three formats with the paper's columns."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "scripts/make_tables.py", "table1", "--run", "--profile", "smoke", "--seeds", "0",
-           "--datasets", "cifar100", "arxiv", "--methods", "erm", "ecrt_mp", "--output-dir", str(tmp_path)]
+           "--datasets", "cifar100 arxiv", "--methods", "erm,ecrt_mp", "--output-dir", str(tmp_path)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     tables = tmp_path / "tables"
