@@ -8,16 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MNIST_DIR, ROOT, requires_mnist
 from omegaconf import OmegaConf
 from torch import nn
 
 from crt.augment import augment
 from crt.augment.feature import train_cgan
 from crt.errors import ConfigError
-from crt.losses import build_loss
+from crt.losses import ClassLoss, build_loss
 from crt.losses.imbalance import class_balanced_weights, inverse_frequency_weights, ldam_margins
 from crt.models import build_encoder
+
+try:  # tests/ as a package (tests/__init__.py) or as plain modules
+    from tests.conftest import MNIST_DIR, ROOT, requires_mnist
+except ModuleNotFoundError:
+    from conftest import MNIST_DIR, ROOT, requires_mnist
 
 BASELINES = ["iw", "focal", "ldam", "ldam_drw", "vat", "smote", "gan", "ecrt_mp_ldam"]
 KEYS = {"name", "stages", "pretrain_loss", "pretrain_classes", "loss", "prior", "rho", "augment", "lam",
@@ -109,6 +113,7 @@ def test_ldam_drw_weights_switch_on_late() -> None:
 def test_zero_count_classes_stay_finite(name: str) -> None:
     counts = torch.tensor([300, 200, 0, 0])  # pretraining on the majority classes only
     loss = build_loss(name, counts)
+    assert isinstance(loss, ClassLoss) and loss.counts.tolist() == counts.tolist()  # registered class, not a helper
     loss.on_epoch(9, 10)
     for buf in loss.buffers():
         assert torch.isfinite(buf).all()
@@ -167,6 +172,17 @@ def test_vat_regularizer_trains_the_model_and_keeps_batchnorm_stats() -> None:
     assert build_loss("vat", torch.tensor([1, 1, 1]), alpha=0.0).regularizer(net, x, logits) == 0.0
 
 
+
+def test_vat_on_uint8_images_perturbs_the_unit_scale() -> None:
+    net = _vat_model()
+    x = torch.randint(0, 256, (8, 5), dtype=torch.uint8)
+    loss = build_loss("vat", torch.tensor([10, 10, 10]))
+    logits = net(x.float() / 255)
+    r_adv = loss.adversarial_direction(net, x, logits)
+    assert r_adv.dtype == torch.float32
+    torch.testing.assert_close(r_adv.norm(dim=1), torch.ones(8))
+    assert torch.isfinite(loss.regularizer(net, x, logits))
+
 # --- feature-space augmenters ------------------------------------------------------------------------------------
 
 def _blobs(sizes: list[int], dim: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,7 +229,7 @@ def test_gan_generates_class_conditional_features_of_encoder_width() -> None:
     with torch.no_grad():
         _ = encoder(torch.randn(2, 5))  # the encoder's output width is the feature width d
     x, y = _blobs([300, 300, 60], dim=d, seed=1)
-    gan = train_cgan(x, y, 3, noise_dim=32, seed=0)  # defaults: 500 Adam steps, lr 2e-4
+    gan = train_cgan(x, y, 3, noise_dim=32, steps=500, seed=0)  # 500 Adam steps suffice for 3 blobs
     assert gan.generator[0].in_features == 32 + 3 and gan.generator[-1].out_features == d
     centres = torch.stack([x[y == c].mean(0) for c in range(3)])
     for c in range(3):

@@ -104,7 +104,7 @@ class ConditionalGAN(nn.Module):
 
 
 def train_cgan(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, noise_dim: int = 32, hidden: int = 256,
-               steps: int = 500, batch_size: int = 256, lr: float = 2e-4, balanced: bool = True, seed: int = 0,
+               steps: int = 2000, batch_size: int = 256, lr: float = 2e-4, balanced: bool = True, seed: int = 0,
                device: torch.device | str = "cpu") -> ConditionalGAN:
     """Fit a ConditionalGAN to (x, y) with Adam (β = 0.5, 0.999) and the non-saturating GAN loss.
 
@@ -148,7 +148,7 @@ def train_cgan(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, noise_dim:
 @register_augmenter("gan")
 def gan(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: int,
         generator: torch.Generator | None = None, num_classes: int | None = None, seed: int = 0,
-        device: torch.device | str = "cpu", noise_dim: int = 32, hidden: int = 256, steps: int = 500,
+        device: torch.device | str = "cpu", noise_dim: int = 32, hidden: int = 256, steps: int = 2000,
         batch_size: int = 256, lr: float = 2e-4, balanced: bool = True,
         **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """GAN baseline: a conditional GAN trained on all real features (every class), then `n_per_class`
@@ -157,7 +157,7 @@ def gan(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: i
     for key, value in (("noise_dim", noise_dim), ("hidden", hidden), ("steps", steps), ("batch_size", batch_size)):
         if int(value) < 1:
             raise ConfigError(f"method.augment_kwargs.{key}={value} is below 1. Fix: use a positive integer "
-                              "(defaults: noise_dim 32, hidden 256, steps 500, batch_size 256).")
+                              "(defaults: noise_dim 32, hidden 256, steps 2000, batch_size 256).")
     if float(lr) <= 0:
         raise ConfigError(f"method.augment_kwargs.lr={lr} is not positive. Fix: use e.g. lr=2e-4.")
     m = int(num_classes) if num_classes is not None else int(y.max()) + 1

@@ -162,13 +162,13 @@ def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     return (logp.exp() * (logp - logq)).sum(1)
 
 
-@register_loss("vat")
 def _float_input(x: torch.Tensor) -> torch.Tensor:
     """The network input as floats on the scale encoders read: uint8 images become [0, 1]."""
     x = x.detach()
     return x.float() if x.is_floating_point() else x.float().div(255.0)
 
 
+@register_loss("vat")
 class VATLoss(ClassLoss):
     """CE + α · VAT (Miyato et al. 2018, eq. 5 and 7): KL(p(·|x) || p(·|x + r_adv)), the clean prediction fixed.
 
