@@ -21,6 +21,7 @@ class ClassLoss(nn.Module):
     """Cross-entropy, optionally with per-class weights; the base of every classification loss."""
 
     cosine_head: bool = False
+    logit_scale: float = 1.0  # the network's outputs times this are the logits the loss trains (LDAM: s)
 
     def __init__(self, counts: torch.Tensor, class_weights: torch.Tensor | None = None, **_: Any):
         super().__init__()

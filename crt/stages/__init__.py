@@ -172,7 +172,7 @@ def run_pretrain(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     selected = _fit(ctx, module, "pretrain", tcfg, monitor, mode)
     enc, hd = net.encoder.eval(), net.head.eval()
     z = {k: apply_batched(enc, getattr(sp, f"x_{k}"), ctx.device) for k in ("train", "val", "test")}
-    logits = {k: apply_batched(hd, z[k], ctx.device) for k in ("val", "test")}
+    logits = {k: apply_batched(hd, z[k], ctx.device) * loss.logit_scale for k in ("val", "test")}
     return {"encoder": enc.state_dict(), "head": hd.state_dict(), "selected": selected, "n_train": len(y),
             **{f"z_{k}": v for k, v in z.items()}, **{f"logits_{k}": v for k, v in logits.items()}}
 
@@ -291,7 +291,7 @@ def run_refine(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     )
     selected = _fit(ctx, module, "refine", tcfg, monitor, mode)
     pred = module.net.eval()
-    logits = {k: apply_batched(pred, src[f"{key}_{k}"], ctx.device) for k in ("val", "test")}
+    logits = {k: apply_batched(pred, src[f"{key}_{k}"], ctx.device) * loss.logit_scale for k in ("val", "test")}
     return {"predictor": pred.state_dict(), "selected": selected, "n_train": len(y),
             **{f"logits_{k}": v for k, v in logits.items()}}
 

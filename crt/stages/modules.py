@@ -108,7 +108,7 @@ class ClassifierModule(pl.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], _: int) -> None:
         x, y = batch
-        logits = self.net(x)
+        logits = self.net(x) * self.loss_fn.logit_scale  # cosine heads (LDAM): the logits the loss trains
         if self.multilabel:  # ACC (top-1 label is a true label) and BCE summed over labels
             from crt.metrics.multilabel import multilabel_acc, multilabel_nll
 
