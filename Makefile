@@ -22,10 +22,10 @@ run: install ## install, then run the default job (ECRT-MP on the toy Hénon dat
 	$(PY) run.py $(ARGS)
 
 test: install ## install, then run the whole test suite (slow tests included)
-	CRT_DATA_DIR=$${CRT_DATA_DIR:-../shared/data} $(PY) -m pytest -q -x $(ARGS)
+	CRT_DATA_DIR=$${CRT_DATA_DIR:-../shared/data} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -x $(ARGS)
 
 test-fast: install ## the tests not marked slow
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: install ## ruff
 	$(PY) -m ruff check crt scripts tests run.py

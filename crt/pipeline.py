@@ -26,7 +26,7 @@ from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
 log = logging.getLogger(__name__)
 for _noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
-CACHE_VERSION = 1  # bump when stage outputs change meaning
+CACHE_VERSION = 2  # bump when stage outputs change meaning (2: LDAM logits scaled by s)
 
 
 def pick_device(trainer_cfg: DictConfig) -> torch.device:
