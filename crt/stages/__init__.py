@@ -123,7 +123,7 @@ def _fit(ctx: Context, module: Any, stage: str, tcfg: DictConfig, monitor: str, 
     trainer.fit(module)
     fit_seconds = time.perf_counter() - t0
     module.to(ctx.device).eval()
-    sel = dict(getattr(module, "selected", {}) or {})
+    sel = keep.summary(trainer)
     sel["epochs_run"] = int(trainer.current_epoch)
     sel["fit_seconds"] = round(fit_seconds, 3)
     return sel

@@ -100,7 +100,18 @@ class KeepBest(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.state is not None:
             pl_module.load_state_dict(self.state)
-        pl_module.selected = {"monitor": self.monitor, "best": self.best, "epoch": self.best_epoch}
+        pl_module.selected = self.summary()
+        # callback_metrics travel back from spawned DDP workers; the callback object itself does not
+        trainer.callback_metrics["selected/best"] = torch.tensor(float("nan") if self.best is None else self.best)
+        trainer.callback_metrics["selected/epoch"] = torch.tensor(float(self.best_epoch))
+
+    def summary(self, trainer: pl.Trainer | None = None) -> dict[str, Any]:
+        """Monitor, best value and epoch (read from the trainer's metrics when fitting ran in other processes)."""
+        if self.best is None and trainer is not None and "selected/best" in trainer.callback_metrics:
+            best = float(trainer.callback_metrics["selected/best"])
+            return {"monitor": self.monitor, "best": None if best != best else best,
+                    "epoch": int(trainer.callback_metrics["selected/epoch"])}
+        return {"monitor": self.monitor, "best": self.best, "epoch": self.best_epoch}
 
 
 class EpochLine(Callback):
