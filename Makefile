@@ -4,7 +4,7 @@ PIP ?= .venv/bin/pip
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint clean
+.PHONY: help install run test test-fast lint clean bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test-fast: install ## the tests not marked slow
 
 lint: install ## ruff
 	$(PY) -m ruff check crt scripts tests run.py
+
+bench: install ## ECRT-MP on CIFAR-100-shaped synthetic data, fast vs naive settings (GPU if present; ARGS="--size tiny")
+	$(PY) scripts/bench.py $(ARGS)
 
 clean: ## remove run folders and the stage cache (outputs/)
 	rm -rf outputs
