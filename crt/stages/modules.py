@@ -49,6 +49,8 @@ class ClassifierModule(pl.LightningModule):
         self.selected: dict[str, Any] = {}
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.compile = compile
+        self._extra_stream: TensorBatches | None = None
+        self._extra_iter: Any = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -71,10 +73,11 @@ class ClassifierModule(pl.LightningModule):
 
     def train_dataloader(self) -> TensorBatches:
         x, y, w = (t.to(self.device) for t in self.train_data)
-        self._extra_iter = None
+        self._extra_stream, self._extra_iter = None, None
         if self.extra is not None and len(self.extra[0]) and self.extra_batch > 0:
             ex = tuple(t.to(self.device) for t in self.extra)
-            self._extra_stream = TensorBatches(*ex, batch_size=self.extra_batch, seed=self.seed + 1, drop_last=True)
+            self._extra_stream = TensorBatches(*ex, batch_size=self.extra_batch, seed=self.seed + 1,
+                                               drop_last=len(ex[0]) >= self.extra_batch)
         return TensorBatches(x, y, w, batch_size=self.batch_size, seed=self.seed, weights=self.sampler_weights,
                              transform=self.transform, drop_last=len(x) > self.batch_size)
 
@@ -83,13 +86,15 @@ class ClassifierModule(pl.LightningModule):
         return TensorBatches(x, y, batch_size=max(self.batch_size, 1024), shuffle=False)
 
     def _next_extra(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if not hasattr(self, "_extra_stream"):
+        """The next batch of the extra (augmented) stream, cycling through it independently of the real one."""
+        if self._extra_stream is None:
             return None
-        try:
-            return next(self._extra_iter)  # type: ignore[arg-type]
-        except (StopIteration, TypeError):
-            self._extra_iter = iter(self._extra_stream)
-            return next(self._extra_iter)
+        if self._extra_iter is not None:
+            batch = next(self._extra_iter, None)
+            if batch is not None:
+                return batch
+        self._extra_iter = iter(self._extra_stream)
+        return next(self._extra_iter)
 
     def on_train_epoch_start(self) -> None:
         self.loss_fn.on_epoch(self.current_epoch, self.trainer.max_epochs or 1)
