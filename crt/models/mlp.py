@@ -71,8 +71,4 @@ def build_predictor(in_dim: int, num_classes: int, hidden: Sequence[int], cosine
     return net
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-__all__ = ["MLP", "NormedLinear", "build_encoder", "build_predictor", "register_encoder", "count_parameters"]
+__all__ = ["MLP", "NormedLinear", "build_encoder", "build_predictor", "register_encoder"]

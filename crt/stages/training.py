@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -188,6 +187,3 @@ def build_logger(logger_cfg: Mapping[str, Any] | None, run_dir: str, stage: str)
 
     raise ConfigError(f"logger.kind={kind!r} is unknown. Fix: use logger=csv, tensorboard, wandb or none.")
 
-
-def copy_module(m: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(m)
