@@ -46,9 +46,13 @@ class Split:
 
     @property
     def train_counts(self) -> torch.Tensor:
+        return self.class_counts(self.y_train)
+
+    def class_counts(self, y: torch.Tensor) -> torch.Tensor:
+        """Samples per class in labels `y` of this split's kind (multi-label: positives per label)."""
         if self.multilabel:
-            return self.y_train.sum(0).long()
-        return torch.bincount(self.y_train, minlength=self.num_classes)
+            return y.sum(0).long()
+        return torch.bincount(y, minlength=self.num_classes)
 
     @property
     def minority_classes(self) -> list[int]:

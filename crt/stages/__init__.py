@@ -154,7 +154,7 @@ def run_pretrain(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     keep_tr = _class_mask(sp, sp.y_train, m.pretrain_classes)
     keep_va = _class_mask(sp, sp.y_val, m.pretrain_classes)
     x, y = sp.x_train[keep_tr], sp.y_train[keep_tr]
-    counts = _counts(sp, y)
+    counts = sp.class_counts(y)
     loss = build_loss(loss_name(sp, m.pretrain_loss), counts, **_plain(m.get("loss_kwargs", {})))
     encoder = build_encoder(_plain(ctx.cfg.data.encoder), sp.input_dim, d)
     head = build_predictor(d, sp.num_classes, list(ctx.cfg.model.head.hidden), cosine=loss.cosine_head)
@@ -238,16 +238,12 @@ def run_augment(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     return {"x_aug": x_aug.cpu(), "y_aug": y_aug.cpu(), "n_per_class": n}
 
 
-def _counts(sp: Split, y: torch.Tensor) -> torch.Tensor:
-    return y.sum(0).long() if sp.multilabel else torch.bincount(y, minlength=sp.num_classes)
-
-
 def _sampler_weights(sp: Split, y: torch.Tensor, sampler: str) -> torch.Tensor | None:
     """Class-balanced sampling weights 1/n_c (multi-label: 1/n of the sample's rarest label)."""
     if sampler == "natural":
         return None
     if sampler == "balanced":
-        counts = _counts(sp, y).float().clamp(min=1)
+        counts = sp.class_counts(y).float().clamp(min=1)
         if sp.multilabel:
             inv = torch.where(y.bool(), 1.0 / counts, torch.zeros(()))
             return inv.max(1).values.clamp(min=1.0 / float(counts.max()))
@@ -278,7 +274,7 @@ def run_refine(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     bs = int(tcfg.batch_size)
     n_min = len(sp.minority_classes)
     extra_batch = max(1, round(bs * n_min / sp.num_classes)) if has_aug else 0
-    loss = build_loss(loss_name(sp, str(m.refine_loss)), _counts(sp, y), **_plain(m.get("loss_kwargs", {})))
+    loss = build_loss(loss_name(sp, str(m.refine_loss)), sp.class_counts(y), **_plain(m.get("loss_kwargs", {})))
     predictor = build_predictor(x.shape[1], sp.num_classes, list(ctx.cfg.model.predictor.hidden),
                                 cosine=loss.cosine_head)
     monitor, mode = _monitor("refine", ctx.cfg.stage.selection)

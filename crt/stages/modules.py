@@ -46,7 +46,6 @@ class ClassifierModule(pl.LightningModule):
         self.val_ce = MeanMetric()
         self.val_hit = MeanMetric()
         self.train_loss = MeanMetric()
-        self.selected: dict[str, Any] = {}
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.compile = compile
         self._extra_stream: TensorBatches | None = None
@@ -179,7 +178,6 @@ class DemixModule(pl.LightningModule):
         self.batch_size, self.lr, self.weight_decay, self.seed, self.fused = batch_size, lr, weight_decay, seed, fused
         self.m_train = nn.ModuleDict({k: MeanMetric() for k in ("loss", "contrastive", "nll")})
         self.m_val = nn.ModuleDict({k: MeanMetric() for k in ("loss", "contrastive", "nll")})
-        self.selected: dict[str, Any] = {}
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.flow(z)[0]

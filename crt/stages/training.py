@@ -99,7 +99,6 @@ class KeepBest(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.state is not None:
             pl_module.load_state_dict(self.state)
-        pl_module.selected = self.summary()
         # callback_metrics travel back from spawned DDP workers; the callback object itself does not
         trainer.callback_metrics["selected/best"] = torch.tensor(float("nan") if self.best is None else self.best)
         trainer.callback_metrics["selected/epoch"] = torch.tensor(float(self.best_epoch))
