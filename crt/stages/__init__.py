@@ -183,8 +183,6 @@ def run_demix(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     d = int(ctx.cfg.data.feature_dim)
     keep_tr = _class_mask(sp, sp.y_train, tcfg.get("classes", "majority"))
     keep_va = _class_mask(sp, sp.y_val, tcfg.get("classes", "majority"))
-    if float(m.rho) < 0:
-        raise ConfigError(f"method.rho={m.rho} is negative. Fix: use rho >= 0 (0 switches the likelihood off).")
     f = tcfg.flow
     flow = build_maf(d, int(f.blocks), int(f.hidden), int(f.made_layers), bool(f.batch_norm))
     c = tcfg.critic
@@ -256,8 +254,6 @@ def run_refine(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     sp, tcfg, m = ctx.split, ctx.stage_cfg("refine"), ctx.method
     key, src = _space(ctx, prev)
     lam = float(m.lam)
-    if lam < 0:
-        raise ConfigError(f"method.lam={lam} is negative. Fix: use lambda >= 0 (paper default 1e-3).")
     x, y = src[f"{key}_train"], sp.y_train
     aug = prev.get("augment", {})
     x_aug, y_aug = aug.get("x_aug"), aug.get("y_aug")
