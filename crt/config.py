@@ -65,3 +65,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("method.stages has augment without refine. Fix: add refine after augment.")
     if stages[-1] not in ("refine", "pretrain"):
         raise ConfigError("method.stages must end with a stage that predicts (pretrain or refine).")
+    from crt.stages.decoupled import DecoupledOptions  # typed options of the long-tail components
+    from crt.stages.schedule import LRSchedule
+
+    def plain(node: object) -> object:
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+    DecoupledOptions.parse(plain(m.get("decoupled")))  # type: ignore[arg-type]
+    for s in STAGES:
+        if cfg.stage.get(s) is not None:
+            LRSchedule.parse(plain(cfg.stage[s].get("lr_schedule")), f"stage.{s}.lr_schedule")  # type: ignore[arg-type]

@@ -52,6 +52,7 @@ def register_loss(name: str) -> Callable[[type[ClassLoss]], type[ClassLoss]]:
 
 def build_loss(name: str, counts: torch.Tensor, **kwargs: Any) -> ClassLoss:
     if name not in LOSSES:  # baseline and multi-label losses register on import
+        import crt.losses.adjusted  # noqa: F401
         import crt.losses.imbalance  # noqa: F401
         import crt.losses.multilabel  # noqa: F401
     if name not in LOSSES:

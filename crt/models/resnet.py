@@ -97,3 +97,72 @@ def mlp_image(in_dim: int, out_dim: int, hidden: Sequence[int] = (32, 32), batch
               **_: Any) -> nn.Module:
     """MLP on uint8 images (normalised by the CIFAR mean/std inside)."""
     return PixelMLP(in_dim, hidden, out_dim, batch_norm)
+
+
+class _BlockA(nn.Module):
+    """Basic block of the CIFAR ResNets (He et al. 2016, sec. 4.2) with the parameter-free option-A shortcut:
+    stride-2 subsampling and zero-padded channels where the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.stride, self.pad = stride, c_out - c_in
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1 and self.pad == 0:
+            return x
+        x = x[:, :, ::self.stride, ::self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetCifarSmall(nn.Module):
+    """The CIFAR ResNet-(6n+2) of He et al. (2016, sec. 4.2): 3x3 conv 16, three stages of n basic blocks at
+    16/32/64 channels (stride 2 between stages, option-A shortcuts), global average pooling -> 64 features.
+
+    ResNet-32 is n = 5 (the backbone of LDAM-DRW, logit adjustment and balanced softmax on CIFAR-LT; 0.46M
+    parameters with its 10-class linear classifier). The encoder ends at the pooled 64-d features when
+    out_dim = 64 (the classifier is the stage's head); another out_dim adds a linear map 64 -> out_dim.
+    Kaiming-normal initialisation of the convolutions, as in LDAM-DRW's code.
+    """
+
+    def __init__(self, out_dim: int = 64, n: int = 5, width: int = 16, mean: Sequence[float] = CIFAR_MEAN,
+                 std: Sequence[float] = CIFAR_STD):
+        super().__init__()
+        widths = (width, 2 * width, 4 * width)
+        self.norm = Normalize(mean, std)
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        blocks: list[nn.Module] = []
+        c_in = width
+        for i, c in enumerate(widths):
+            for j in range(n):
+                blocks.append(_BlockA(c_in, c, 2 if (i > 0 and j == 0) else 1))
+                c_in = c
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Identity() if out_dim == widths[-1] else nn.Linear(widths[-1], out_dim)
+        self.out_dim = out_dim
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(_as_images(x))
+        x = self.blocks(torch.relu(self.bn1(self.conv1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@register_encoder("resnet32_cifar")
+def resnet32_cifar(in_dim: int, out_dim: int, width: int = 16, depth: int = 32, **_: Any) -> nn.Module:
+    """ResNet-32 of He et al. for CIFAR (depth = 6n + 2; `width` < 16 only for tests and smoke runs)."""
+    if (int(depth) - 2) % 6 or int(depth) < 8:
+        from crt.errors import ConfigError
+
+        raise ConfigError(f"data.encoder.depth={depth!r} is not 6n+2. Fix: use 20, 32, 44, 56 or 110 (32: ResNet-32).")
+    return ResNetCifarSmall(out_dim, n=(int(depth) - 2) // 6, width=int(width))

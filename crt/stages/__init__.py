@@ -22,7 +22,9 @@ from crt.errors import ConfigError
 from crt.losses import build_loss
 from crt.models import build_encoder, build_maf, calibrate_batchnorm
 from crt.models.mlp import build_predictor
+from crt.stages.decoupled import DecoupledOptions, run_decoupled
 from crt.stages.modules import ClassifierModule, DemixModule
+from crt.stages.schedule import LRSchedule
 from crt.stages.training import make_trainer
 
 Outputs = dict[str, Any]
@@ -64,7 +66,8 @@ def spec(stage: str, cfg: DictConfig) -> dict[str, Any]:
     if stage == "refine":
         return {"train": _plain(st.refine), "lam": float(m.lam), "loss": m.refine_loss, "space": m.get("refine_space", "source"),
                 "loss_kwargs": _plain(m.get("loss_kwargs", {})), "predictor": _plain(cfg.model.predictor),
-                "selection": _plain(st.selection), **numerics}
+                "selection": _plain(st.selection), **numerics,
+                **({"decoupled": _plain(m.decoupled), "head": _plain(cfg.model.head)} if m.get("decoupled") else {})}
     raise ConfigError(f"Unknown stage {stage!r} in method.stages. Fix: use pretrain, demix, augment, refine.")
 
 
@@ -167,7 +170,8 @@ def run_pretrain(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
         optimizer=str(tcfg.get("optimizer", "adam")), transform=_image_transform(ctx),
         sampler_weights=_sampler_weights(sp, y, tcfg.get("sampler", "natural")),
         fused=bool(ctx.cfg.trainer.get("fused", False)), compile=bool(ctx.cfg.trainer.get("compile", False)),
-        multilabel=sp.multilabel,
+        multilabel=sp.multilabel, nesterov=bool(tcfg.get("nesterov", True)),
+        lr_schedule=LRSchedule.parse(tcfg.get("lr_schedule"), "stage.pretrain.lr_schedule"),
     )
     selected = _fit(ctx, module, "pretrain", tcfg, monitor, mode)
     enc, hd = net.encoder.eval(), net.head.eval()
@@ -252,6 +256,9 @@ def _sampler_weights(sp: Split, y: torch.Tensor, sampler: str) -> torch.Tensor |
 def run_refine(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
     """Stage 4: a new predictor on sources (or features), real samples plus the augmented minority."""
     sp, tcfg, m = ctx.split, ctx.stage_cfg("refine"), ctx.method
+    decoupled = DecoupledOptions.parse(_plain(m.get("decoupled")))
+    if decoupled is not None:  # cRT / LWS / tau-norm / post-hoc adjustment on the stage-1 features
+        return run_decoupled(ctx, prev, decoupled)
     key, src = _space(ctx, prev)
     lam = float(m.lam)
     x, y = src[f"{key}_train"], sp.y_train

@@ -34,9 +34,10 @@ class ClassifierModule(pl.LightningModule):
                  extra_batch: int = 0, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
                  sampler_weights: torch.Tensor | None = None, seed: int = 0, optimizer: str = "adam",
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None, fused: bool = False,
-                 compile: bool = False, multilabel: bool = False):
+                 compile: bool = False, multilabel: bool = False, lr_schedule: Any = None, nesterov: bool = True):
         super().__init__()
         self.multilabel = multilabel
+        self.lr_schedule, self.nesterov = lr_schedule, nesterov  # crt.stages.schedule.LRSchedule | None
         self.net, self.loss_fn, self.prefix = net, loss, prefix
         self.train_data, self.val_data, self.extra = train, val, extra
         self.extra_weight, self.extra_batch = float(extra_weight), int(extra_batch)
@@ -126,18 +127,21 @@ class ClassifierModule(pl.LightningModule):
         self.log(f"{self.prefix}/val/bal_acc", self.val_bal_acc, on_epoch=True, prog_bar=True)
         self.log(f"{self.prefix}/val/ce", self.val_ce, on_epoch=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return make_optimizer(self.optimizer_name, self.parameters(), self.lr, self.weight_decay, self.fused)
+    def configure_optimizers(self) -> Any:
+        opt = make_optimizer(self.optimizer_name, [p for p in self.parameters() if p.requires_grad], self.lr,
+                             self.weight_decay, self.fused, self.nesterov)
+        return opt if self.lr_schedule is None else {"optimizer": opt, "lr_scheduler": self.lr_schedule.scheduler(opt)}
 
 
-def make_optimizer(name: str, params: Any, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Any, lr: float, weight_decay: float, fused: bool = False,
+                   nesterov: bool = True) -> torch.optim.Optimizer:
     extra = {"fused": True} if fused and torch.cuda.is_available() else {}
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **extra)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **extra)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9, nesterov=True, **extra)
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9, nesterov=nesterov, **extra)
     from crt.errors import ConfigError
 
     raise ConfigError(f"optimizer {name!r} is unknown. Fix: use adam, adamw or sgd.")
