@@ -19,6 +19,7 @@ from crt.cache import StageCache
 from crt.config import validate
 from crt.data import build_split
 from crt.errors import ConfigError
+from crt.export import save_model
 from crt.metrics import classification_metrics
 from crt.stages import RUNNERS, Context, spec
 from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
@@ -124,6 +125,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
                      "n_val": len(split.y_val), "n_test": len(split.y_test)},
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
+        save_model(run_dir, cfg, split, prev)  # <run_dir>/model/: weights, architecture, classes (crt.load)
         atomic_write_json(results_path, results)
     return results
 
