@@ -13,6 +13,7 @@ folder stays usable after the cache is deleted and when it is copied elsewhere.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,12 +28,13 @@ from torch import nn
 
 from crt.errors import ConfigError
 
+log = logging.getLogger(__name__)
 MODEL_DIR = "model"
 FORMAT_VERSION = 1
 BATCH = 4096  # the chunk size the stages evaluate in, so loaded logits equal the run's bit for bit
 
 
-def _arch(cfg: DictConfig, split: Any, stages: list[str]) -> dict[str, Any]:
+def _arch(cfg: DictConfig, split: Any, stages: list[str], outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Everything `load` needs to rebuild the networks, read from the run's resolved config and data."""
     from crt.losses import build_loss
     from crt.stages import loss_name
@@ -62,6 +64,14 @@ def _arch(cfg: DictConfig, split: Any, stages: list[str]) -> dict[str, Any]:
         arch["prior"] = {"kind": m["prior"]}
     if "refine" in stages:
         arch["predictor"] = {"hidden": list(model["predictor"]["hidden"]), **head_info(m["refine_loss"])}
+    if "refine" in stages and m.get("decoupled"):  # cRT / LWS / tau-norm / post-hoc on the stage-1 head
+        out = outputs["refine"]
+        kind = m["decoupled"]["kind"]
+        arch["decoupled"] = {"kind": kind, "tau": out.get("tau"),
+                             "prior_counts": out["prior_counts"].tolist() if "prior_counts" in out else None}
+        arch["predictor"] = {"hidden": list(model["head"]["hidden"]), "cosine": False, "logit_scale": 1.0}
+        if kind == "posthoc":
+            del arch["predictor"]
     return arch
 
 
@@ -73,7 +83,7 @@ def save_model(run_dir: str | os.PathLike, cfg: DictConfig, split: Any, outputs:
                for s in stages for k in names.get(s, ()) if k in outputs[s]}
     meta = {
         "format": FORMAT_VERSION, "name": f"{cfg.data.name}-{cfg.method.name}", "seed": int(cfg.seed),
-        "arch": _arch(cfg, split, stages),
+        "arch": _arch(cfg, split, stages, outputs),
         "classes": {"names": split.class_names or [str(c) for c in range(split.num_classes)],
                     "minority": split.minority_classes, "majority": split.majority.tolist(),
                     "train_counts": split.train_counts.tolist(), "groups": list(split.groups)},
@@ -85,6 +95,7 @@ def save_model(run_dir: str | os.PathLike, cfg: DictConfig, split: Any, outputs:
     final = run_dir / MODEL_DIR
     try:
         torch.save(weights, tmp / "weights.pt")
+        meta["check"] = _check(meta, tmp, split, outputs)
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)
@@ -93,6 +104,22 @@ def save_model(run_dir: str | os.PathLike, cfg: DictConfig, split: Any, outputs:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _check(meta: dict[str, Any], folder: Path, split: Any, outputs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Rebuild the pipeline from the files just written and compare its test logits with the run's."""
+    last = [s for s in meta["arch"]["stages"] if "logits_test" in outputs[s]][-1]
+    want = outputs[last]["logits_test"].float().cpu()
+    try:
+        got = TrainedPipeline(meta, torch.load(folder / "weights.pt", weights_only=True)).logits(split.x_test)
+    except Exception as err:  # noqa: BLE001 - recorded, and the run's results stay valid
+        log.warning("model export: the saved pipeline cannot be rebuilt (%s: %s)", type(err).__name__, err)
+        return {"test_logits_equal": False, "error": f"{type(err).__name__}: {err}"}
+    equal = bool(got.shape == want.shape and torch.equal(got, want))
+    diff = float((got - want).abs().max()) if got.shape == want.shape and len(want) else None
+    if not equal:
+        log.warning("model export: reloaded test logits differ from the run's (max abs diff %s)", diff)
+    return {"test_logits_equal": equal, "max_abs_diff": diff}
 
 
 class TrainedPipeline(nn.Module):
@@ -115,8 +142,14 @@ class TrainedPipeline(nn.Module):
         self.head = build_predictor(d, k, a["head"]["hidden"], cosine=a["head"]["cosine"])
         self.flow = build_maf(d, **a["flow"]) if "flow" in a else None
         self.prior = ClassPrior(a["prior"]["kind"], d, k) if "prior" in a else None
-        self.predictor = None
-        if "predictor" in a:
+        self.predictor: nn.Module | None = None
+        dec = a.get("decoupled") or {}
+        if dec.get("kind") in ("lws", "tau_norm"):
+            from crt.stages.decoupled import ScaledHead, TauNormHead
+
+            frozen = build_predictor(d, k, a["head"]["hidden"], cosine=a["head"]["cosine"])
+            self.predictor = ScaledHead(frozen, k) if dec["kind"] == "lws" else TauNormHead(frozen, dec["tau"])
+        elif "predictor" in a:
             self.predictor = build_predictor(d, k, a["predictor"]["hidden"], cosine=a["predictor"]["cosine"])
         for name, sd in weights.items():
             getattr(self, name).load_state_dict(sd)
@@ -154,8 +187,14 @@ class TrainedPipeline(nn.Module):
     def logits(self, x: Any) -> torch.Tensor:
         """The logits results.json's metrics are computed from (scaled like the loss's, e.g. LDAM's s)."""
         a = self.arch
-        if a["last"] == "pretrain":
-            return self._chunked(self.head, self.features(x)) * a["head"]["logit_scale"]
+        dec = a.get("decoupled") or {}
+        if a["last"] == "pretrain" or dec.get("kind") == "posthoc":
+            logits = self._chunked(self.head, self.features(x)) * a["head"]["logit_scale"]
+            if dec.get("kind") == "posthoc":
+                from crt.losses.adjusted import posthoc_adjust
+
+                logits = posthoc_adjust(logits, torch.tensor(dec["prior_counts"]), dec["tau"])
+            return logits
         inputs = self.sources(x) if a["space"] == "source" else self.features(x)
         return self._chunked(self.predictor, inputs) * a["predictor"]["logit_scale"]
 

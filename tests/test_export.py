@@ -49,6 +49,7 @@ def test_load_reproduces_results_after_cache_is_deleted(make_cfg, tmp_path: Path
     np.testing.assert_array_equal(model.predict(split.x_test), p.argmax(1))
     meta = json.loads((moved / "model" / "model.json").read_text())
     assert meta["classes"]["minority"] == [0] and meta["seed"] == 0 and meta["config"]["method"]["name"] == method
+    assert meta["check"] == {"test_logits_equal": True, "max_abs_diff": 0.0}
     assert not list(moved.glob(".model.tmp*"))
 
 
@@ -83,3 +84,18 @@ def test_predict_cli_errors_name_the_fix(tmp_path: Path) -> None:
         predict_main([f"run={tmp_path}", "colour=red"])
     with pytest.raises(ConfigError, match="holds no trained model"):
         predict_main([f"run={tmp_path}"])
+
+
+@pytest.mark.parametrize("method", ["decoupled_crt", "decoupled_lws", "decoupled_tau_norm", "logit_adjust_posthoc", "ldam"])
+def test_other_predictor_kinds_reload_exactly(make_cfg, tmp_path: Path, method: str) -> None:
+    """Decoupled heads (LWS, tau-norm, post-hoc adjustment) and LDAM's scaled cosine head rebuild exactly."""
+    res = run(make_cfg(*TINY, f"method={method}", "stage.pretrain.epochs=1", "stage.refine.epochs=1",
+                       "model.predictor.hidden=[5]"),  # cRT's classifier has the head's shape, not the predictor's
+              run_dir=tmp_path / "r")
+    meta = json.loads((tmp_path / "r" / "model" / "model.json").read_text())
+    assert meta["check"]["test_logits_equal"] is True
+    model = crt.load(tmp_path / "r")
+    from crt.data import build_split
+
+    split = build_split(model.config["data"], model.config["paths"]["data_dir"])
+    assert model.evaluate(split.x_test, split.y_test)["test/nll"] == res["metrics"]["test/nll"]
