@@ -22,9 +22,12 @@ class ClassifierModule(pl.LightningModule):
     """A network trained by a per-sample classification loss on in-memory tensors.
 
     Training batches are (x, y, w) with per-sample weights w; an optional second stream of extra
-    (augmented) samples is appended to every real batch with weight `extra_weight`. The loss is
-    sum(w_i l_i) / B_real + extra_weight * mean(l_j): `code` weighting sets w = 1 for majority and lambda for
-    real minority samples and extra_weight = 1; `paper` weighting sets w = 1 and extra_weight = lambda.
+    (augmented) samples is appended to every real batch, each extra sample with weight `extra_weight`.
+    Every sample is on the same per-sample scale: the loss is
+    (sum_i w_i l_i + extra_weight * sum_j l_j) / B_real, the extra losses summed (not averaged) so that an
+    extra batch smaller than the real one does not weigh each augmented sample B_real / B_extra times a real
+    one. `code` weighting sets w = 1 for majority and lambda for real minority samples and extra_weight = 1;
+    `paper` weighting sets w = 1 and extra_weight = lambda (lambda per augmented sample).
     Model selection: balanced accuracy or cross-entropy on the held-out split (`<prefix>/val/...`).
     """
 
@@ -105,8 +108,8 @@ class ClassifierModule(pl.LightningModule):
         loss = (w * self.loss_fn(logits, y)).sum() / len(y)
         loss = loss + self.loss_fn.regularizer(self.net, x, logits)
         extra = self._next_extra()
-        if extra is not None:
-            loss = loss + self.extra_weight * self.loss_fn(self.net(extra[0]), extra[1]).mean()
+        if extra is not None:  # summed and divided by the real batch size: each extra sample weighs extra_weight
+            loss = loss + self.extra_weight * self.loss_fn(self.net(extra[0]), extra[1]).sum() / len(y)
         self.train_loss.update(loss.detach())
         self.log(f"{self.prefix}/train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
