@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from crt.cache import StageCache
 from crt.config import validate
 from crt.data import build_split
+from crt.distributed import setup as setup_ranks
 from crt.errors import ConfigError
 from crt.export import save_model
 from crt.metrics import classification_metrics
@@ -65,15 +66,16 @@ def stage_keys(cfg: DictConfig) -> dict[str, str]:
 def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Execute every stage of cfg.method (reusing cached ones), evaluate and write `<run_dir>/results.json`."""
     validate(cfg)
+    ranks = setup_ranks(cfg)  # under torchrun/srun: every rank trains, rank 0 alone writes
     run_dir = Path(run_dir or cfg.paths.get("run_dir") or Path(cfg.paths.output_dir) / "runs" / "manual")
     results_path = run_dir / "results.json"
     progress = bool(cfg.get("progress", True)) if progress is None else progress
-    if cfg.get("skip_completed", False) and results_path.exists():
+    if ranks.broadcast(bool(cfg.get("skip_completed", False)) and results_path.exists()):
         import json
 
         log.info("already complete, skipping: %s", results_path)
         return json.loads(results_path.read_text())
-    with run_lock(run_dir):
+    with run_lock(run_dir) if ranks.is_zero else nullcontext():
         t_start = time.perf_counter()
         seed_everything(int(cfg.seed))
         split = build_split(cfg.data, str(cfg.paths.data_dir))
@@ -87,17 +89,21 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
             t0 = time.perf_counter()
             if ctx.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            with cache.lock(stage, keys[stage]):
-                out = cache.load(stage, keys[stage])
-                reused = out is not None
+            with cache.lock(stage, keys[stage]) if ranks.is_zero else nullcontext():
+                out = cache.load(stage, keys[stage]) if ranks.is_zero else None
+                reused = ranks.broadcast(out is not None)  # rank 0 decides for all
                 if not reused:
                     log.info("stage %s: training (key %s)", stage, keys[stage])
                     seed_everything(int(cfg.seed) + len(prev))
-                    out = RUNNERS[stage](ctx, prev)
-                    cache.save(stage, keys[stage], out, {"stage": stage, "spec": spec(stage, cfg), "seed": int(cfg.seed),
-                                                         "created": _now()})
+                    out = RUNNERS[stage](ctx, prev)  # every rank: the stage fits as one DDP job
+                    if ranks.is_zero:
+                        cache.save(stage, keys[stage], out, {"stage": stage, "spec": spec(stage, cfg),
+                                                             "seed": int(cfg.seed), "created": _now()})
                 else:
                     log.info("stage %s: reused from cache (key %s)", stage, keys[stage])
+                ranks.barrier()  # the entry is complete before the other ranks read it
+            if not ranks.is_zero and (reused or cache.enabled):
+                out = _read_rank_zero_entry(cache, stage, keys[stage])
             prev[stage] = out
             stages[stage] = {"seconds": round(time.perf_counter() - t0, 3), "reused": reused, "key": keys[stage],
                              "cache": str(cache.folder(stage, keys[stage])), "selected": out.get("selected"),
@@ -118,16 +124,27 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
             "name": f"{cfg.data.name}-{cfg.method.name}",
             "dataset": str(cfg.data.name), "method": str(cfg.method.name), "seed": int(cfg.seed),
             "data_seed": int(cfg.data.get("data_seed", 0)), "git_sha": git_sha(), "created": _now(),
-            "run_dir": str(run_dir), "seconds": round(time.perf_counter() - t_start, 3),
+            "run_dir": str(run_dir), "seconds": round(time.perf_counter() - t_start, 3), "world_size": ranks.world,
             "stages": stages, "metrics": metrics, "per_class": per_class,
             "data": {"counts": split.counts.tolist(), "train_counts": tc.tolist(),
                      "minority_classes": split.minority_classes, "n_train": len(split.y_train),
                      "n_val": len(split.y_val), "n_test": len(split.y_test)},
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
-        save_model(run_dir, cfg, split, prev)  # <run_dir>/model/: weights, architecture, classes (crt.load)
-        atomic_write_json(results_path, results)
+        if ranks.is_zero:
+            save_model(run_dir, cfg, split, prev)  # <run_dir>/model/: weights, architecture, classes (crt.load)
+            atomic_write_json(results_path, results)
+        ranks.barrier()
     return results
+
+
+def _read_rank_zero_entry(cache: StageCache, stage: str, key: str) -> dict[str, Any]:
+    """A stage's outputs as rank 0 stored them (ranks > 0 of a launched DDP job)."""
+    out = cache.load(stage, key)
+    if out is None:
+        raise RuntimeError(f"stage {stage}: rank 0 reported cache entry {cache.folder(stage, key)} but it cannot "
+                           "be read here. Fix: put paths.cache_dir on a file system every node shares.")
+    return out
 
 
 def _now() -> str:
