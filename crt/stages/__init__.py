@@ -23,6 +23,7 @@ from crt.losses import build_loss
 from crt.models import build_encoder, build_maf, calibrate_batchnorm
 from crt.models.mlp import build_predictor
 from crt.stages.decoupled import DecoupledOptions, run_decoupled
+from crt.stages.accel import compile_mode
 from crt.stages.modules import ClassifierModule, DemixModule
 from crt.stages.schedule import LRSchedule
 from crt.stages.training import make_trainer
@@ -122,6 +123,7 @@ def _fit(ctx: Context, module: Any, stage: str, tcfg: DictConfig, monitor: str, 
         logger_cfg=_plain(ctx.cfg.logger), monitor=monitor, mode=mode, patience=tcfg.get("patience"),
         grad_clip=float(tcfg.get("grad_clip", 0.0) or 0.0), progress=ctx.progress,
     )
+    module.compile = compile_mode(ctx.cfg.trainer.get("compile"))  # every trained stage (crt/stages/accel.py)
     t0 = time.perf_counter()
     trainer.fit(module)
     fit_seconds = time.perf_counter() - t0
@@ -169,7 +171,7 @@ def run_pretrain(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
         weight_decay=float(tcfg.get("weight_decay", 0.0)), seed=int(ctx.cfg.seed),
         optimizer=str(tcfg.get("optimizer", "adam")), transform=_image_transform(ctx),
         sampler_weights=_sampler_weights(sp, y, tcfg.get("sampler", "natural")),
-        fused=bool(ctx.cfg.trainer.get("fused", False)), compile=bool(ctx.cfg.trainer.get("compile", False)),
+        fused=bool(ctx.cfg.trainer.get("fused", False)), compile=ctx.cfg.trainer.get("compile", False),
         multilabel=sp.multilabel, nesterov=bool(tcfg.get("nesterov", True)),
         lr_schedule=LRSchedule.parse(tcfg.get("lr_schedule"), "stage.pretrain.lr_schedule"),
     )

@@ -9,12 +9,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from crt.losses import ClassLoss, fdv_loss, gcl_loss
 from crt.losses.contrastive import fdv_scores
 from crt.models import BatchedCritic, ClassPrior
+from crt.stages.accel import Compiled, compile_mode, running_mean, static_batches
 from crt.stages.training import TensorBatches
 
 
@@ -37,7 +37,7 @@ class ClassifierModule(pl.LightningModule):
                  extra_batch: int = 0, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
                  sampler_weights: torch.Tensor | None = None, seed: int = 0, optimizer: str = "adam",
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None, fused: bool = False,
-                 compile: bool = False, multilabel: bool = False, lr_schedule: Any = None, nesterov: bool = True):
+                 compile: bool | str = False, multilabel: bool = False, lr_schedule: Any = None, nesterov: bool = True):
         super().__init__()
         self.multilabel = multilabel
         self.lr_schedule, self.nesterov = lr_schedule, nesterov  # crt.stages.schedule.LRSchedule | None
@@ -47,32 +47,26 @@ class ClassifierModule(pl.LightningModule):
         self.batch_size, self.lr, self.weight_decay, self.optimizer_name = batch_size, lr, weight_decay, optimizer
         self.sampler_weights, self.seed, self.transform, self.fused = sampler_weights, seed, transform, fused
         self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
-        self.val_ce = MeanMetric()
-        self.val_hit = MeanMetric()
-        self.train_loss = MeanMetric()
-        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self.compile = compile
+        self.val_ce = running_mean()
+        self.val_hit = running_mean()
+        self.train_loss = running_mean()  # no host sync per step (crt.stages.accel)
+        self._compiled: Compiled | None = None
+        self.compile = compile  # trainer.compile: false | true | default | reduce-overhead | max-autotune
         self._extra_stream: TensorBatches | None = None
         self._extra_iter: Any = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def on_fit_start(self) -> None:
-        if self.compile:
-            self._compiled = torch.compile(self.net)
+    def on_train_start(self) -> None:
+        static = static_batches(self.trainer.train_dataloader) and (
+            self._extra_stream is None or static_batches(self._extra_stream))
+        self._compiled = Compiled(self.net, compile_mode(self.compile), device=self.device, static_shapes=static,
+                                  what=f"{self.prefix} network")
 
     def _train_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The compiled network when `trainer.compile` is on; eager again if compilation fails."""
-        if self._compiled is not None:
-            try:
-                return self._compiled(x)
-            except Exception as err:  # noqa: BLE001 - any backend failure falls back to eager
-                import warnings
-
-                warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); training eagerly", stacklevel=2)
-                self._compiled = None
-        return self.net(x)
+        """The network under `trainer.compile` (crt.stages.accel.Compiled: eager, with the reason, when it cannot)."""
+        return self._compiled(x) if self._compiled is not None else self.net(x)
 
     def train_dataloader(self) -> TensorBatches:
         x, y, w = (t.to(self.device) for t in self.train_data)
@@ -109,7 +103,7 @@ class ClassifierModule(pl.LightningModule):
         loss = loss + self.loss_fn.regularizer(self.net, x, logits)
         extra = self._next_extra()
         if extra is not None:  # summed and divided by the real batch size: each extra sample weighs extra_weight
-            loss = loss + self.extra_weight * self.loss_fn(self.net(extra[0]), extra[1]).sum() / len(y)
+            loss = loss + self.extra_weight * self.loss_fn(self._train_forward(extra[0]), extra[1]).sum() / len(y)
         self.train_loss.update(loss.detach())
         self.log(f"{self.prefix}/train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -162,7 +156,7 @@ class DemixModule(pl.LightningModule):
                  negatives: str = "batch", exclude_true: bool = False, clamp: tuple[float, float] = (-5.0, 15.0),
                  train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
                  batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
-                 fused: bool = False, critic_impl: str = "batched"):
+                 fused: bool = False, critic_impl: str = "batched", compile: bool | str = False):
         super().__init__()
         from crt.errors import ConfigError
 
@@ -183,14 +177,21 @@ class DemixModule(pl.LightningModule):
             self.log_tau = nn.Parameter(torch.zeros(()))
         self.train_data, self.val_data = train, val
         self.batch_size, self.lr, self.weight_decay, self.seed, self.fused = batch_size, lr, weight_decay, seed, fused
-        self.m_train = nn.ModuleDict({k: MeanMetric() for k in ("loss", "contrastive", "nll")})
-        self.m_val = nn.ModuleDict({k: MeanMetric() for k in ("loss", "contrastive", "nll")})
+        self.m_train = nn.ModuleDict({k: running_mean() for k in ("loss", "contrastive", "nll")})  # no host syncs
+        self.m_val = nn.ModuleDict({k: running_mean() for k in ("loss", "contrastive", "nll")})
+        self.compile, self._step = compile, None
+
+    def on_train_start(self) -> None:
+        self._step = Compiled(self.objective, compile_mode(self.compile), device=self.device, what="demix step",
+                              static_shapes=static_batches(self.trainer.train_dataloader))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.flow(z)[0]
 
     def objective(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        s, logdet = self.flow(z)
+        with torch.autocast(z.device.type, enabled=False):  # the likelihood term in fp32, also under bf16-mixed
+            s, logdet = self.flow(z.float())
+            logp = self.prior.log_prob(s, y)
         g = self.critic(s) if self.critic_impl == "batched" else self.critic.forward_looped(s)
         u = g.sum(1)  # B x k: sum over dimensions of g_a(s_a)
         if self.loss_name == "gcl":
@@ -203,7 +204,7 @@ class DemixModule(pl.LightningModule):
             else:
                 scores, pos = fdv_scores(u, self.label_emb, tau, self.normalize), y
             contrastive, _ = fdv_loss(scores, pos, self.clamp)
-        nll = -(logdet + self.prior.log_prob(s, y)).mean() / s.shape[1]
+        nll = -(logdet + logp).mean() / s.shape[1]
         return {"loss": contrastive + self.rho * nll * s.shape[1], "contrastive": contrastive, "nll": nll}
 
     def train_dataloader(self) -> TensorBatches:
@@ -215,7 +216,7 @@ class DemixModule(pl.LightningModule):
         return TensorBatches(z, y, batch_size=max(self.batch_size, 2048), shuffle=False)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
-        out = self.objective(*batch)
+        out = (self._step or self.objective)(*batch)
         for k, m in self.m_train.items():
             m.update(out[k].detach())
             self.log(f"demix/train/{self._name(k)}", m, on_step=False, on_epoch=True, prog_bar=k == "loss")
