@@ -21,7 +21,9 @@ RUNPY = $(RUN_ENV) $(PY) run.py -m paths.output_dir=$(OUTPUT_DIR) paths.data_dir
 TABLES = $(RUN_ENV) $(PY) scripts/make_tables.py --output-dir $(OUTPUT_DIR) --data-dir $(CRT_DATA_DIR) --seeds $(SEEDS)
 EXTRA = $(if $(strip $(RUN_ARGS)),--extra $(RUN_ARGS))
 
-.PHONY: table1 table-s1 table-s7 tables figure-runs figures sweep-lam sweep-rho sweep-lam-rho sweep-optuna
+LT_METHODS ?= erm ldam_drw logit_adjust logit_adjust_posthoc balanced_softmax decoupled_crt decoupled_lws decoupled_tau_norm ecrt_mp ecrt_mp_la ecrt_mp_bs
+
+.PHONY: table1 table-s1 table-s7 table-lt table-lt-small tables figure-runs figures sweep-lam sweep-rho sweep-lam-rho sweep-optuna
 
 table1: install ## Table 1: DATASETS x T1_METHODS x SEEDS as multiruns, then outputs/tables/table1.{md,tex,csv}; PROFILE=smoke: toy stand-in
 	$(TABLES) table1 --run --profile $(PROFILE) --datasets "$(T1_ROWS)" --methods "$(T1_METHODS)" $(EXTRA)
@@ -31,6 +33,12 @@ table-s1: install ## CRT Table S1 (extreme classification toy): ERM, CRT w/o aug
 
 table-s7: install ## CRT Table S7 (MNIST, 1 and 5 minority digits): S7_METHODS x SEEDS, then outputs/tables/table_s7.*
 	$(TABLES) table-s7 --run --methods "$(S7_METHODS)" $(EXTRA)
+
+table-lt: install ## CIFAR-10/100-LT (IF 100/50/10, ResNet-32, LDAM-DRW recipe) x LT_METHODS x SEEDS beside published numbers; PROFILE=smoke: synthetic images
+	$(TABLES) table-lt --run --profile $(PROFILE) --methods "$(LT_METHODS)" $(EXTRA)
+
+table-lt-small: install ## long-tail baselines vs ERM/LDAM-DRW/ECRT-MP, alone and composed, on the toy and MNIST x SEEDS (docs/longtail.md)
+	$(TABLES) table-lt-small --run $(EXTRA)
 
 tables: install ## rebuild every table from the results.json files on disk (runs nothing)
 	$(PY) scripts/make_tables.py all --output-dir $(OUTPUT_DIR) --seeds $(SEEDS)

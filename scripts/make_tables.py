@@ -2,6 +2,7 @@
 
     python scripts/make_tables.py table-s7 --run --seeds 0,1,2 --data-dir ../shared/data
     python scripts/make_tables.py table1 --run --profile smoke --seeds 0,1
+    python scripts/make_tables.py table-lt --run --profile smoke --seeds 0
     python scripts/make_tables.py all             # rebuild every table from what is on disk
 
 Tables go to <output-dir>/tables/<name>.{md,tex,csv}; runs live under <output-dir>/runs (see docs/reproduce.md).
@@ -18,9 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from crt.errors import ConfigError
+from crt.report import longtail as LT
 from crt.report import tables as T
 
-TABLES = ("table1", "table-s1", "table-s7")
+TABLES = ("table1", "table-s1", "table-s7", "table-lt", "table-lt-small")
 
 
 def _words(s: str | None, default: tuple[str, ...]) -> list[str]:
@@ -55,6 +57,18 @@ def build(name: str, args: argparse.Namespace) -> int:
             status, failed = T.run_cells(spec.name, exps, "toy_extreme", args.seeds, str(out), data_dir,
                                          args.extra, args.dry_run)
             T.write_status(tables_dir, spec.name, status)
+    elif name == "table-lt":
+        methods = _words(args.methods, LT.LT_METHODS)
+        spec = LT.table_lt_spec(methods, args.profile, args.seeds)
+        if args.run:
+            status, failed = LT.run_table_lt(methods, args.seeds, args.profile, str(out), data_dir, args.extra,
+                                             args.dry_run)
+            T.write_status(tables_dir, spec.name, status)
+    elif name == "table-lt-small":
+        spec = LT.table_lt_small_spec(args.seeds)
+        if args.run:
+            status, failed = LT.run_table_lt_small(args.seeds, str(out), data_dir, args.extra, args.dry_run)
+            T.write_status(tables_dir, spec.name, status)
     else:
         raise ConfigError(f"Unknown table {name!r}. Fix: choose one of {', '.join(TABLES)} or all.")
     status = T.read_status(tables_dir, spec.name)
@@ -71,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("table", choices=[*TABLES, "all"])
     p.add_argument("--run", action="store_true", help="launch the table's runs first (finished ones are skipped)")
     p.add_argument("--dry-run", action="store_true", help="with --run: print the run.py commands only")
-    p.add_argument("--profile", default="full", choices=["full", "smoke"], help="table1: full or smoke")
+    p.add_argument("--profile", default="full", choices=["full", "smoke"], help="table1, table-lt: full or smoke")
     p.add_argument("--datasets", default=None, help="table1: datasets (default: all five)")
     p.add_argument("--methods", default=None, help="methods (default: the table's)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")

@@ -1,0 +1,107 @@
+"""The long-tail experiments and tables (issue 14): every CIFAR-LT cell composes with LDAM-DRW's recipe, the
+table specs pick the right runs and published values, and `make table-lt PROFILE=smoke` runs end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crt.report import longtail as LT
+from crt.report import tables as T
+
+try:  # tests/ as a package (tests/__init__.py) or as plain modules
+    from tests.conftest import ROOT, compose_cfg
+    from tests.test_report import fake_run
+except ModuleNotFoundError:
+    from conftest import ROOT, compose_cfg
+    from test_report import fake_run
+
+CELLS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("lt_cifar*_if*_*.yaml"))
+
+
+def test_every_cifar_lt_cell_has_a_file() -> None:
+    want = {LT.lt_experiment(d, f, m) for d in LT.LT_DATASETS for f in LT.LT_FACTORS for m in LT.LT_METHODS}
+    assert set(CELLS) == want and len(want) == 66
+
+
+@pytest.mark.parametrize("stem", CELLS)
+def test_cifar_lt_cell_composes_with_the_ldam_drw_recipe(stem: str) -> None:
+    lines = (ROOT / "configs" / "experiment" / f"{stem}.yaml").read_text().splitlines()
+    assert lines[0] == "# @package _global_" and lines[2].startswith(f"# python run.py experiment={stem}")
+    _, dataset, factor, method = stem.split("_", 3)
+    cfg = compose_cfg([f"experiment={stem}"])
+    assert cfg.data.name == dataset and cfg.method.name == method
+    assert cfg.data.imbalance == "exp" and cfg.data.data_seed == 0 and cfg.data.train_transform == "crop_flip"
+    assert cfg.data.ratio == pytest.approx(1.0 / int(factor[2:]))
+    assert cfg.data.n_max == (5000 if dataset == "cifar10" else 500)
+    assert cfg.data.encoder.name == "resnet32_cifar" and cfg.data.encoder.depth == 32 and cfg.data.feature_dim == 64
+    assert list(cfg.model.head.hidden) == [] and list(cfg.model.predictor.hidden) == []
+    p = cfg.stage.pretrain
+    assert (p.optimizer, p.nesterov, p.lr, p.weight_decay, p.batch_size, p.epochs, p.patience) == \
+        ("sgd", False, 0.1, 2e-4, 128, 200, None)
+    assert dict(p.lr_schedule) == {"warmup_epochs": 5, "milestones": [160, 180], "gamma": 0.01}
+    from crt.config import validate
+
+    validate(cfg)
+
+
+@pytest.mark.parametrize("exp", ["lt_smoke", "lt_toy", "lt_mnist"])
+def test_small_and_smoke_experiments_compose(exp: str) -> None:
+    cfg = compose_cfg([f"experiment={exp}", "method=ecrt_mp", "method.refine_loss=logit_adjust"])
+    assert cfg.method.refine_loss == "logit_adjust"
+    assert cfg.trainer.accelerator == "cpu"
+    if exp != "lt_smoke":
+        assert cfg.method.pretrain_classes == "all"
+
+
+def test_table_lt_puts_runs_beside_published_values(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    stem = LT.lt_experiment("cifar100", 100, "logit_adjust")
+    for seed, acc in ((0, 0.40), (1, 0.42)):
+        fake_run(runs, [f"experiment={stem}"], seed, {"top1": acc, "acc_few": 0.1}, dataset="cifar100",
+                 method="logit_adjust")
+    paper = pd.DataFrame([{"table": "LT", "dataset": "cifar100_lt", "method": "logit_adjust", "setting": "IF=100",
+                           "metric": "top1", "value": 43.5}])
+    spec = LT.table_lt_spec(seeds="0,1")
+    assert len(spec.cells) == 66 and all(c.status == "" for c in spec.cells)
+    df = T.aggregate(spec, T.find_runs(runs), paper=paper)
+    row = df[(df.dataset == "cifar100") & (df.setting == "IF=100") & (df.method == "logit_adjust") & (df.metric == "top1")]
+    assert row.n_seeds.item() == 2 and row["mean"].item() == pytest.approx(41.0) and row.paper.item() == 43.5
+    assert row["diff"].item() == pytest.approx(-2.5)
+    other = df[(df.setting == "IF=50") & (df.method == "logit_adjust") & (df.metric == "top1")]
+    assert (other.n_seeds == 0).all() and other.paper.isna().all()
+
+
+def test_table_lt_small_cells_include_the_compositions() -> None:
+    spec = LT.table_lt_small_spec()
+    matches = [dict(c.match) for c in spec.cells if c.dataset == "mnist"]
+    assert {"experiment": "lt_mnist", "method": "ecrt_mp_la"} in matches
+    assert {"experiment": "lt_mnist", "method": "ecrt_mp", "method.pretrain_loss": "logit_adjust"} in matches
+    assert len(spec.cells) == 2 * len(LT.SMALL_ROWS)
+
+
+def test_table_lt_make_targets_are_documented() -> None:
+    text = (ROOT / "make" / "report.mk").read_text()
+    assert "table-lt: install ##" in text and "table-lt-small: install ##" in text
+
+
+@pytest.mark.slow
+def test_make_table_lt_smoke_end_to_end(tmp_path: Path) -> None:
+    """`make table-lt PROFILE=smoke`: every method on synthetic images, aggregated into all three formats."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "scripts/make_tables.py", "table-lt", "--run", "--profile", "smoke", "--seeds", "0",
+           "--output-dir", str(tmp_path)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    tables = tmp_path / "tables"
+    md = (tables / "table_lt_smoke.md").read_text()
+    assert "SMOKE" in md and "CIFAR-100-LT [smoke: synthetic_images]" in md
+    df = pd.read_csv(tables / "table_lt_smoke.csv", keep_default_na=False)
+    top1 = df[df.metric == "top1"]
+    assert set(top1.method) == set(LT.LT_METHODS) and (top1.n_seeds == 1).all() and (top1.status == "").all()
+    assert (tables / "table_lt_smoke.tex").exists()
