@@ -30,7 +30,7 @@ test-fast: install ## the tests not marked slow
 lint: install ## ruff
 	$(PY) -m ruff check crt scripts tests run.py
 
-bench: install ## ECRT-MP on CIFAR-100-shaped synthetic data, fast vs naive settings (GPU if present; ARGS="--size tiny")
+bench: install ## steady-state throughput + projected time per stage (ARGS="--experiment cifar100_ecrt_mp", "--size tiny")
 	$(PY) scripts/bench.py $(ARGS)
 
 clean: ## remove run folders and the stage cache (outputs/)

@@ -1,21 +1,34 @@
-"""Benchmark the ECRT-MP pipeline on CIFAR-100-shaped synthetic data: fast path vs naive settings.
+"""Benchmark the pipeline: steady-state throughput per stage and the time projected at the full epoch budget.
 
-Prints, per stage and setting: throughput (samples/s over the training epochs), wall time, the time
-projected at the paper-scale epoch budget, and peak GPU memory; then the speed-up of fast over naive.
+  python scripts/bench.py --experiment cifar100_ecrt_mp          # exactly what that experiment file runs
+  python scripts/bench.py                                        # ECRT-MP, fast vs naive settings
+  python scripts/bench.py --size tiny --device cpu --epochs 2    # CI size (tests/test_bench.py)
 
-  python scripts/bench.py                       # GPU if present (full CIFAR-100 size), else CPU tiny size
-  python scripts/bench.py --size tiny --device cpu --epochs 1
-  python scripts/bench.py --no-naive --compile  # fast path only, with torch.compile
+What is measured:
+- every setting runs the whole pipeline (pretrain, demix, augment, refine) for `--epochs` epochs per trained
+  stage, early stopping off; one untimed warm-up run of the first setting comes first (CUDA start-up, cuDNN
+  autotuning, imports), then the settings alternate for `--repeats` rounds (A B, B A, ...) and the median is
+  reported;
+- per stage: steady-state samples/s (training samples over the training part of the epochs after the first
+  `--warmup-epochs`), the projected time at the full budget = fixed costs (set-up, feature extraction) + the
+  warm-up epochs as measured + the remaining epochs at the steady epoch time (with validation), and peak GPU
+  memory;
+- `--experiment NAME` composes configs/experiment/NAME.yaml as `python run.py experiment=NAME` does and projects
+  its own epoch budget. Its dataset is replaced by synthetic images of the same shape and class sizes
+  (crt/data/synthetic.py; no download) unless `--real-data`. `--size tiny` shrinks classes and network for CI.
+  On a machine without a GPU the experiment's `trainer.accelerator` becomes cpu (everything else is kept).
 
-Fast: bf16 autocast (GPU), channels_last, fused Adam, batch 512 (lr scaled from 128), batched critic.
-Naive: fp32, eager, batch 128, contiguous NCHW, the critic as a Python loop over dimensions.
-Images are uint8 tensors on the device with on-device crop/flip in both settings.
+Without --experiment the settings are `fast` (bf16 autocast on GPU, channels_last, fused Adam, batch 512 with
+the learning rate scaled from 128, batched critic) and `naive` (fp32, batch 128, NCHW, per-dimension critic
+loop), on CIFAR-100-shaped synthetic images; the projection uses the paper's budget (200/100/100 epochs).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +37,7 @@ from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,105 +45,189 @@ sys.path.insert(0, str(ROOT))
 from crt.config import register_resolvers  # noqa: E402
 from crt.pipeline import run  # noqa: E402
 
-# Epochs per stage taken as the paper-scale budget for the projection (the papers do not list all of them;
-# these are the budgets of our CIFAR-100 experiment files).
-PAPER_EPOCHS = {"pretrain": 200, "demix": 100, "refine": 100}
+PAPER_EPOCHS = {"pretrain": 200, "demix": 100, "refine": 100}  # budget of the papers' CIFAR runs
+TRAINED = ("pretrain", "demix", "refine")
 SIZES = {  # per-class sizes: majority, test; step ratio 0.1 gives the minority
     "full": {"data.n_per_class": 500, "data.n_max": 500, "data.n_test_per_class": 100},
     "tiny": {"data.n_per_class": 10, "data.n_max": 10, "data.n_test_per_class": 2, "data.num_classes": 20,
-             "+data.encoder.width": 16},
+             "data.encoder.width": 16},
 }
+NAIVE = ["trainer.precision=32-true", "trainer.fused=false", "trainer.compile=false", "data.encoder.channels_last=false",
+         "stage.pretrain.batch_size=128", "stage.demix.batch_size=128", "stage.refine.batch_size=128",
+         "stage.pretrain.lr_ref_batch=128", "stage.refine.lr_ref_batch=128", "stage.demix.critic.impl=loop"]
 
 
-def settings(fast: bool, device: str, compile_: bool) -> list[str]:
+def fast_settings(device: str, compile_: bool) -> list[str]:
     gpu = device == "cuda"
-    common = [f"trainer={'gpu' if gpu else 'cpu'}", "stage.pretrain.lr_ref_batch=128", "stage.refine.lr_ref_batch=128"]
-    if fast:
-        return common + [
-            f"trainer.precision={'bf16-mixed' if gpu else '32-true'}", f"trainer.fused={str(gpu).lower()}",
-            f"trainer.compile={str(compile_).lower()}", "+data.encoder.channels_last=true",
+    return [f"trainer.precision={'bf16-mixed' if gpu else '32-true'}", f"trainer.fused={str(gpu).lower()}",
+            f"trainer.compile={'reduce-overhead' if compile_ else 'false'}", "data.encoder.channels_last=true",
             "stage.pretrain.batch_size=512", "stage.demix.batch_size=512", "stage.refine.batch_size=512",
-            "stage.demix.critic.impl=batched",
-        ]
-    return common + [
-        "trainer.precision=32-true", "trainer.fused=false", "trainer.compile=false",
-        "+data.encoder.channels_last=false", "stage.pretrain.batch_size=128", "stage.demix.batch_size=128",
-        "stage.refine.batch_size=128", "stage.demix.critic.impl=loop",
-    ]
+            "stage.pretrain.lr_ref_batch=128", "stage.refine.lr_ref_batch=128", "stage.demix.critic.impl=batched"]
 
 
-def bench_once(name: str, overrides: list[str], out: Path) -> dict[str, Any]:
+def _set(cfg: Any, dotted: str, value: Any) -> None:
+    node = cfg
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    with open_dict(node):
+        node[leaf] = value
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "null": None}.get(text, text)
+
+
+def compose_setting(base: list[str], edits: list[str], out: Path) -> Any:
+    """The config `python run.py <base>` would see, then `edits` (key=value) applied on top (keys may be new)."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    cfg.paths.output_dir = str(out)
-    cfg.paths.cache_dir = str(out / "cache")
+        cfg = compose(config_name="config", overrides=base)
+    for edit in edits:
+        key, _, value = edit.partition("=")
+        _set(cfg, key, _value(value))
+    _set(cfg, "paths.output_dir", str(out))
+    _set(cfg, "paths.cache_dir", str(out / "cache"))
+    return cfg
+
+
+def bench_once(cfg: Any, run_dir: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    res = run(cfg, run_dir=out / name, progress=False)
+    res = run(cfg, run_dir=run_dir, progress=False)
     res["wall"] = time.perf_counter() - t0
     return res
 
 
-def rows_of(name: str, res: dict[str, Any]) -> list[dict[str, Any]]:
+def stage_rows(name: str, res: dict[str, Any], budget: dict[str, int], warmup: int) -> list[dict[str, Any]]:
     rows = []
     for stage, st in res["stages"].items():
         sel = st.get("selected") or {}
-        epochs = int(sel.get("epochs_run") or 0)
+        epoch_s, train_s = sel.get("epoch_s") or [], sel.get("train_s") or []
         n = int(st.get("n_train") or 0)
-        fit = float(sel.get("fit_seconds") or 0.0)
-        thr = epochs * n / fit if epochs and fit > 0 else float("nan")  # training + held-out evaluation time
-        proj = st["seconds"] / epochs * PAPER_EPOCHS[stage] if epochs and stage in PAPER_EPOCHS else st["seconds"]
-        rows.append({"setting": name, "stage": stage, "epochs": epochs, "samples_per_s": thr,
-                     "seconds": st["seconds"], "projected_s": proj, "peak_gpu_mb": st.get("peak_gpu_mb")})
+        row = {"setting": name, "stage": stage, "epochs": len(epoch_s), "seconds": st["seconds"],
+               "samples_per_s": float("nan"), "projected_s": st["seconds"], "peak_gpu_mb": st.get("peak_gpu_mb"),
+               "steady_epochs": 0, "epoch_s": epoch_s, "train_s": train_s}
+        if epoch_s and stage in budget:
+            w = warmup if len(epoch_s) > warmup else 0  # too few epochs: no warm-up can be excluded
+            steady_epoch, steady_train = epoch_s[w:], train_s[w:]
+            fixed = max(0.0, st["seconds"] - sum(epoch_s))
+            per_epoch = statistics.fmean(steady_epoch)
+            row.update(samples_per_s=n * len(steady_train) / sum(steady_train) if sum(steady_train) > 0 else float("nan"),
+                       projected_s=fixed + sum(epoch_s[:w]) + max(0, budget[stage] - w) * per_epoch,
+                       steady_epochs=len(steady_epoch), fixed_s=fixed, steady_epoch_s=per_epoch)
+        rows.append(row)
     return rows
+
+
+def run_order(names: list[str], repeats: int) -> list[tuple[int, str]]:
+    """(round, setting) in the order they run: the settings alternate, reversed every other round (A B, B A, ...)."""
+    return [(r, n) for r in range(repeats) for n in (names if r % 2 == 0 else names[::-1])]
+
+
+def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (setting, stage): the median over repeats of throughput and projection."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for key in dict.fromkeys((r["setting"], r["stage"]) for r in rows):
+        group = [r for r in rows if (r["setting"], r["stage"]) == key]
+        row = dict(group[0])
+        for k in ("samples_per_s", "projected_s", "seconds"):
+            vals = [r[k] for r in group if r[k] == r[k]]
+            row[k] = statistics.median(vals) if vals else float("nan")
+        mbs = [r["peak_gpu_mb"] for r in group if r["peak_gpu_mb"] is not None]
+        row["peak_gpu_mb"] = max(mbs) if mbs else None
+        row["repeats"] = len(group)
+        out[key] = row
+    return list(out.values())
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--experiment", default=None, help="bench configs/experiment/<name>.yaml as run.py runs it")
+    ap.add_argument("--real-data", action="store_true", help="with --experiment: its real dataset, not synthetic")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ap.add_argument("--size", choices=list(SIZES), default=None, help="full (CIFAR-100) or tiny; default by device")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per trained stage")
+    ap.add_argument("--size", choices=list(SIZES), default=None, help="full (CIFAR-100 sizes) or tiny; default by device")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per trained stage in every measured run")
+    ap.add_argument("--warmup-epochs", type=int, default=1, help="first epochs of each stage left out of the steady state")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of the alternated settings (median reported)")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive settings")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the encoder in the fast setting")
+    ap.add_argument("--compile", action="store_true", help="fast setting: trainer.compile=reduce-overhead")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
     size = args.size or ("full" if device == "cuda" else "tiny")
     register_resolvers()
-    base = ["data=synthetic_images", "method=ecrt_mp", "logger=none", "cache=false", "skip_completed=false",
-            *(f"{k}={v}" for k, v in SIZES[size].items()),
-            *(f"stage.{s}.epochs={args.epochs}" for s in ("pretrain", "demix", "refine")),
-            *(f"stage.{s}.patience=null" for s in ("pretrain", "demix", "refine"))]
+
+    common = ["logger=none", "cache=false", "skip_completed=false", "progress=false",
+              *(f"stage.{s}.epochs={args.epochs}" for s in TRAINED), *(f"stage.{s}.patience=null" for s in TRAINED)]
+    if args.experiment:
+        base = [f"experiment={args.experiment}"]
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            exp = compose(config_name="config", overrides=base)
+        budget = {s: int(exp.stage[s].epochs) for s in TRAINED if s in exp.method.stages}
+        edits = []
+        if not args.real_data:
+            edits += ["data.name=synthetic_images", f"data.n_per_class={int(exp.data.get('n_max') or 500)}",
+                      "data.n_test_per_class=100"]
+        if size == "tiny" and not args.real_data:
+            edits += [f"{k}={v}" for k, v in SIZES["tiny"].items()]
+        if device == "cpu":
+            edits += ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto"]
+        settings = [("experiment", edits)] + ([] if args.no_naive else [("naive", edits + NAIVE)])
+        title = f"experiment={args.experiment}" + ("" if args.real_data else " on synthetic images of its shape")
+    else:
+        base = ["data=synthetic_images", "method=ecrt_mp", f"trainer={'gpu' if device == 'cuda' else 'cpu'}"]
+        budget = dict(PAPER_EPOCHS)
+        edits = [f"{k}={v}" for k, v in SIZES[size].items()]
+        settings = [("fast", edits + fast_settings(device, args.compile))]
+        settings += [] if args.no_naive else [("naive", edits + NAIVE)]
+        title = "ECRT-MP on CIFAR-100-shaped synthetic images"
+    base = base + common
+    print(f"[bench] {title}: python run.py {' '.join(base)}; then {' '.join(edits) or 'nothing'}", flush=True)
+
     rows: list[dict[str, Any]] = []
-    totals: dict[str, float] = {}
+    metrics: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="crt-bench-") as tmp:
-        for name, fast in (("fast", True), ("naive", False)):
-            if name == "naive" and args.no_naive:
-                continue
-            res = bench_once(name, base + settings(fast, device, args.compile), Path(tmp))
-            r = rows_of(name, res)
-            rows += r
-            totals[name] = sum(x["projected_s"] for x in r)
-            print(f"[bench] {name}: top1 {res['metrics']['test/top1']:.3f}, wall {res['wall']:.1f} s", flush=True)
+        first_name, first_edits = settings[0]
+        warm = compose_setting(base, first_edits + [f"stage.{s}.epochs=1" for s in TRAINED], Path(tmp))
+        bench_once(warm, Path(tmp) / "warmup")  # untimed: start-up costs do not land on the first setting
+        for r, name in run_order([n for n, _ in settings], args.repeats):
+            cfg = compose_setting(base, dict(settings)[name], Path(tmp))
+            res = bench_once(cfg, Path(tmp) / f"{name}-{r}")
+            rows += [dict(x, round=r) for x in stage_rows(name, res, budget, args.warmup_epochs)]
+            metrics.setdefault(name, []).append(res["metrics"]["test/bal_acc"])
+            print(f"[bench] round {r + 1} {name}: test/bal_acc {res['metrics']['test/bal_acc']:.3f}, "
+                  f"wall {res['wall']:.1f} s", flush=True)
+    table = median_rows(rows)
+    totals = {name: sum(x["projected_s"] for x in table if x["setting"] == name) for name, _ in settings}
     gpu = torch.cuda.get_device_name() if device == "cuda" else "none"
-    print(f"\nECRT-MP on synthetic CIFAR-100-shaped data ({size}); device {device} ({gpu}); torch {torch.__version__}; "
-          f"{args.epochs} epochs per stage; projection at {PAPER_EPOCHS}")
-    print(f"{'setting':<8}{'stage':<10}{'epochs':>7}{'samples/s':>12}{'wall s':>9}{'projected s':>13}{'peak MB':>9}")
-    for x in rows:
+    print(f"\n{title} ({size}); device {device} ({gpu}); torch {torch.__version__}; {args.epochs} epochs per stage, "
+          f"first {args.warmup_epochs} left out of the steady state; {args.repeats} round(s), median; "
+          f"projection at {budget} epochs")
+    print(f"{'setting':<11}{'stage':<10}{'samples/s':>11}{'wall s':>9}{'projected s':>13}{'peak MB':>9}")
+    for x in table:
         mb = f"{x['peak_gpu_mb']:.0f}" if x["peak_gpu_mb"] is not None else "-"
-        print(f"{x['setting']:<8}{x['stage']:<10}{x['epochs']:>7}{x['samples_per_s']:>12.0f}{x['seconds']:>9.2f}"
+        print(f"{x['setting']:<11}{x['stage']:<10}{x['samples_per_s']:>11.0f}{x['seconds']:>9.2f}"
               f"{x['projected_s']:>13.1f}{mb:>9}")
     for name, t in totals.items():
-        print(f"whole pipeline, {name}: {t:.1f} s projected at the paper budget")
-    if "naive" in totals and totals.get("fast"):
-        print(f"speed-up fast / naive: {totals['naive'] / totals['fast']:.2f}x")
-        for st in ("pretrain", "demix", "refine"):
-            f = next((x for x in rows if x["setting"] == "fast" and x["stage"] == st), None)
-            n = next((x for x in rows if x["setting"] == "naive" and x["stage"] == st), None)
-            if f and n and n["samples_per_s"] == n["samples_per_s"] and n["samples_per_s"] > 0:
-                print(f"  {st}: {f['samples_per_s'] / n['samples_per_s']:.2f}x samples/s")
+        print(f"whole pipeline, {name}: {t:.1f} s projected at the full budget")
+    print(f"peak host memory (max RSS of this process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    names = [n for n, _ in settings]
+    if len(names) == 2 and totals.get(names[0]):
+        a, b = names
+        print(f"speed-up {a} / {b}: {totals[b] / totals[a]:.2f}x")
+        for st in TRAINED:
+            fa = next((x for x in table if x["setting"] == a and x["stage"] == st), None)
+            fb = next((x for x in table if x["setting"] == b and x["stage"] == st), None)
+            if fa and fb and fb["samples_per_s"] == fb["samples_per_s"] and fb["samples_per_s"] > 0:
+                print(f"  {st}: {fa['samples_per_s'] / fb['samples_per_s']:.2f}x samples/s")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "totals": totals, "device": device, "size": size}, indent=2))
+        args.json.write_text(json.dumps({"rows": table, "runs": rows, "totals": totals, "device": device, "size": size,
+                                         "budget": budget, "test_bal_acc": metrics, "title": title}, indent=2))
     return 0
 
 

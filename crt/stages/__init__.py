@@ -23,7 +23,7 @@ from crt.losses import build_loss
 from crt.models import build_encoder, build_maf, calibrate_batchnorm
 from crt.models.mlp import build_predictor
 from crt.stages.decoupled import DecoupledOptions, run_decoupled
-from crt.stages.accel import compile_mode
+from crt.stages.accel import EpochTimer, compile_mode
 from crt.stages.modules import ClassifierModule, DemixModule
 from crt.stages.schedule import LRSchedule
 from crt.stages.training import make_trainer
@@ -124,6 +124,7 @@ def _fit(ctx: Context, module: Any, stage: str, tcfg: DictConfig, monitor: str, 
         grad_clip=float(tcfg.get("grad_clip", 0.0) or 0.0), progress=ctx.progress,
     )
     module.compile = compile_mode(ctx.cfg.trainer.get("compile"))  # every trained stage (crt/stages/accel.py)
+    trainer.callbacks.append(EpochTimer())  # per-epoch seconds in `selected` (scripts/bench.py)
     t0 = time.perf_counter()
     trainer.fit(module)
     fit_seconds = time.perf_counter() - t0
@@ -131,6 +132,7 @@ def _fit(ctx: Context, module: Any, stage: str, tcfg: DictConfig, monitor: str, 
     sel = keep.summary(trainer)
     sel["epochs_run"] = int(trainer.current_epoch)
     sel["fit_seconds"] = round(fit_seconds, 3)
+    sel.update(EpochTimer.summary(trainer))
     return sel
 
 

@@ -9,6 +9,7 @@
   max-autotune), or the eager function with the reason it is not compiled, logged once: CUDA-graph modes
   need a CUDA device, and every training batch must have one shape (`dynamic=False`); a compilation error at
   the first call also falls back to eager.
+- `EpochTimer`: wall time per epoch (training, and with validation), for the benchmark's steady-state figures.
 - `count_host_syncs()`: counts the Python-level ways a tensor's value reaches the host (tests, debugging).
   On a GPU, `torch.cuda.set_sync_debug_mode("error")` catches the syncs made inside C++ as well.
 """
@@ -16,12 +17,15 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback
 from torchmetrics import MeanMetric
 
 from crt.errors import ConfigError
@@ -133,3 +137,46 @@ def count_host_syncs() -> Iterator[Counter[str]]:
                 delattr(torch.Tensor, name)
             else:
                 setattr(torch.Tensor, name, orig)
+
+
+class EpochTimer(Callback):
+    """Wall time of every epoch: `train_s` up to the start of validation, `epoch_s` including it.
+
+    The device is synchronised at the epoch boundaries only (never inside a step). The lists travel in
+    `trainer.callback_metrics`, so they also come back from spawned DDP workers.
+    """
+
+    def __init__(self) -> None:
+        self.train_s: list[float] = []
+        self.epoch_s: list[float] = []
+        self._t0 = self._t_val = 0.0
+
+    @staticmethod
+    def _now(pl_module: pl.LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = self._now(pl_module)
+        self._t_val = 0.0
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and not self._t_val:
+            self._t_val = self._now(pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        t = self._now(pl_module)
+        self.train_s.append((self._t_val or t) - self._t0)
+        self.epoch_s.append(t - self._t0)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.callback_metrics["timing/train_s"] = torch.tensor(self.train_s, dtype=torch.float64)
+        trainer.callback_metrics["timing/epoch_s"] = torch.tensor(self.epoch_s, dtype=torch.float64)
+
+    @staticmethod
+    def summary(trainer: pl.Trainer) -> dict[str, list[float]]:
+        """Per-epoch seconds as plain lists (for results.json)."""
+        m = trainer.callback_metrics
+        return {k: [round(float(v), 4) for v in m[f"timing/{k}"].reshape(-1)] for k in ("train_s", "epoch_s")
+                if f"timing/{k}" in m}
