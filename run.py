@@ -16,7 +16,7 @@ from crt.errors import ConfigError
 register_resolvers()
 log = logging.getLogger("crt")
 CONFIGS = Path(__file__).resolve().parent / "configs"
-CHECKED_GROUPS = ("data", "method", "model", "trainer", "logger", "experiment", "stage", "debug", "sweep")
+CHECKED_GROUPS = ("data", "method", "model", "trainer", "logger", "callbacks", "experiment", "stage", "debug", "sweep")
 
 
 def check_group_choices(argv: list[str]) -> None:
@@ -26,7 +26,7 @@ def check_group_choices(argv: list[str]) -> None:
         if not sep or key not in CHECKED_GROUPS or value in ("null", ""):
             continue
         options = sorted(p.stem for p in (CONFIGS / key).glob("*.yaml"))
-        for choice in value.split(","):  # multirun lists
+        for choice in value.strip("[]").split(","):  # multirun lists, and lists of options (logger=[csv,wandb])
             if choice not in options:
                 print(f"\nerror: unknown {key} {choice!r}. Fix: choose {key}=<name> with one of "
                       f"{', '.join(options)} (files under configs/{key}/).\n", file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from crt import tracking
 from crt.cache import StageCache
 from crt.config import validate
 from crt.data import build_split
@@ -75,7 +76,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
 
         log.info("already complete, skipping: %s", results_path)
         return json.loads(results_path.read_text())
-    with run_lock(run_dir) if ranks.is_zero else nullcontext():
+    with run_lock(run_dir) if ranks.is_zero else nullcontext(), tracking.job(cfg, run_dir) as job:  # job's loggers
         t_start = time.perf_counter()
         seed_everything(int(cfg.seed))
         split = build_split(cfg.data, str(cfg.paths.data_dir))
@@ -132,6 +133,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         if ranks.is_zero:
+            job.log_results(metrics)  # final metrics to every logger
             save_model(run_dir, cfg, split, prev)  # <run_dir>/model/: weights, architecture, classes (crt.load)
             atomic_write_json(results_path, results)
         ranks.barrier()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelSummary, ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,7 @@ class KeepBest(Callback):
 class EpochLine(Callback):
     """Progress as one line per epoch (readable in logs and CI, unlike redrawn bars)."""
 
-    def __init__(self, stage: str, every: int = 1):
+    def __init__(self, stage: str, every: int = 1):  # every epoch by default (README: one line per epoch)
         self.stage, self.every = stage, max(1, every)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -132,57 +135,143 @@ class EpochLine(Callback):
 def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str, run_dir: str,
                  logger_cfg: Mapping[str, Any] | None, monitor: str, mode: str, patience: int | None,
                  grad_clip: float = 0.0, progress: bool = True) -> tuple[pl.Trainer, KeepBest]:
-    """A Lightning Trainer for one stage, with best-state selection and early stopping on `monitor`."""
+    """A Lightning Trainer for one stage, with best-state selection on `monitor`.
+
+    The Trainer class and its options come from the `trainer` group (`_target_`, default
+    lightning.pytorch.Trainer; an option the class does not take is a ConfigError), the callbacks from the
+    `callbacks` group, the loggers from the job's tracking (crt.tracking) or, outside a job, `logger_cfg`.
+    """
+    from crt import tracking
+
+    job = tracking.current()
+    if job is None:  # a stage run outside pipeline.run (benchmarks): loggers without job-level state
+        job = tracking.JobTracking(tracking.logger_entries(logger_cfg), run_dir, {}, os.path.basename(run_dir))
+    loggers = job.stage_loggers(stage)
+    cfg = job.cfg
+    callbacks_cfg = _plain(cfg.get("callbacks")) if cfg is not None else DEFAULT_CALLBACKS
+    mode_p = progress_mode(cfg.get("progress", True) if cfg is not None else True) if progress else "off"
     keep = KeepBest(monitor, mode)
     callbacks: list[Callback] = [keep]
-    if progress:
-        callbacks.append(EpochLine(stage, every=max(1, max_epochs // 10)))
-    if patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(patience), check_finite=False))
-    kwargs = {k: v for k, v in dict(trainer_cfg).items() if k in _TRAINER_KEYS and v is not None}
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        callbacks=callbacks,
-        logger=build_logger(logger_cfg, run_dir, stage),
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        gradient_clip_val=grad_clip or None,
-        num_sanity_val_steps=0,
-        log_every_n_steps=int(trainer_cfg.get("log_every_n_steps", 10)),
-        default_root_dir=run_dir,
-        **kwargs,
+    built = build_callbacks(callbacks_cfg, stage=stage, monitor=monitor, mode=mode, patience=patience,
+                            bar=mode_p == "bar", has_logger=bool(loggers))
+    callbacks += built
+    if mode_p == "lines":
+        callbacks.append(EpochLine(stage))
+    if any(isinstance(c, ModelSummary) for c in built):
+        logging.getLogger("lightning.pytorch.callbacks.model_summary").setLevel(logging.INFO)
+    cls, options = trainer_options(trainer_cfg)
+    kwargs: dict[str, Any] = dict(
+        enable_checkpointing=False, num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=run_dir,
+    )
+    kwargs.update(options)
+    trainer = cls(
+        max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False, gradient_clip_val=grad_clip or None,
+        enable_model_summary=any(isinstance(c, ModelSummary) for c in built),
+        enable_progress_bar=any(isinstance(c, ProgressBar) for c in built), **kwargs,
     )
     return trainer, keep
 
 
-_TRAINER_KEYS = {"accelerator", "devices", "strategy", "precision", "num_nodes", "limit_train_batches",
-                 "limit_val_batches", "deterministic", "benchmark", "check_val_every_n_epoch"}
+def _plain(node: Any) -> Any:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def build_logger(logger_cfg: Mapping[str, Any] | None, run_dir: str, stage: str) -> Any:
-    """csv (default), tensorboard, wandb (offline unless WANDB_MODE says otherwise) or none."""
-    kind = (logger_cfg or {}).get("kind", "csv")
-    save_dir = os.path.join(run_dir, "logs")
-    if kind in (None, "none", False):
-        return False
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(save_dir, name="", version=stage)
-    if kind == "tensorboard":
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        return TensorBoardLogger(save_dir, name="tensorboard", version=stage)
-    if kind == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
-
-        os.environ.setdefault("WANDB_MODE", str(logger_cfg.get("mode", "offline")))
-        os.environ.setdefault("WANDB_SILENT", "true")
-        return WandbLogger(project=logger_cfg.get("project", "crt"), save_dir=save_dir,
-                           name=f"{logger_cfg.get('run_name') or os.path.basename(run_dir)}-{stage}",
-                           group=logger_cfg.get("group"), offline=os.environ["WANDB_MODE"] == "offline")
+def progress_mode(value: Any) -> str:
+    """`progress`: true/auto (a bar on a terminal, one line per epoch otherwise), bar, lines, or false."""
+    if value in (False, None, "false", "off", "none"):
+        return "off"
+    if value in (True, "true", "auto"):
+        return "bar" if sys.stdout.isatty() else "lines"
+    if value in ("bar", "lines"):
+        return str(value)
     from crt.errors import ConfigError
 
-    raise ConfigError(f"logger.kind={kind!r} is unknown. Fix: use logger=csv, tensorboard, wandb or none.")
+    raise ConfigError(f"progress={value!r} is unknown. Fix: use progress=true (bar on a terminal, one line per "
+                      "epoch otherwise), bar, lines or false.")
 
+
+# Outside a job (no config): what the callbacks group's default gives.
+DEFAULT_CALLBACKS = {"early_stopping": {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "check_finite": False}}
+# Trainer arguments crt sets from elsewhere in the config, with where to set them instead.
+_OWNED = {"max_epochs": "stage.<stage>.epochs", "callbacks": "the callbacks group (callbacks=...)",
+          "logger": "the logger group (logger=...)", "gradient_clip_val": "stage.<stage>.grad_clip",
+          "enable_progress_bar": "progress=true|bar|lines|false", "enable_model_summary": "callbacks.model_summary"}
+_CRT_KEYS = {"_target_", "fused", "compile"}  # read by crt itself, not Trainer arguments
+
+
+def trainer_options(trainer_cfg: Mapping[str, Any]) -> tuple[type, dict[str, Any]]:
+    """The Trainer class (`_target_`) and the options to pass it; unknown or crt-owned options are errors."""
+    from hydra.utils import get_class
+
+    from crt.errors import ConfigError
+
+    cfg = dict(_plain(trainer_cfg) or {})
+    target = str(cfg.get("_target_", "lightning.pytorch.Trainer"))
+    try:
+        cls = get_class(target)
+    except Exception as err:  # noqa: BLE001
+        raise ConfigError(f"trainer._target_={target!r} cannot be imported ({err}). Fix: use "
+                          "lightning.pytorch.Trainer or the import path of a subclass.") from None
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
+    options: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if key in _CRT_KEYS:
+            continue
+        if key in _OWNED:
+            raise ConfigError(f"trainer.{key} is set by crt. Fix: remove it and use {_OWNED[key]}.")
+        if key not in accepted:
+            near = difflib.get_close_matches(key, sorted(accepted), n=3)
+            raise ConfigError(f"trainer.{key}={value!r} is not an option of {target}. Fix: remove it or use one "
+                              f"of its arguments{' (did you mean ' + ', '.join(near) + '?)' if near else ''}.")
+        if value is not None:
+            options[key] = value
+    return cls, options
+
+
+def build_callbacks(callbacks_cfg: Mapping[str, Any] | None, *, stage: str, monitor: str, mode: str,
+                    patience: int | None, bar: bool, has_logger: bool) -> list[Callback]:
+    """The `callbacks` group's entries for one stage (each `{_target_: class, ...}`, null drops one).
+
+    EarlyStopping's monitor/mode/patience left null become the stage's selection metric and
+    `stage.<stage>.patience` (null or 0 there: no early stopping); progress bars are used only in bar mode;
+    LearningRateMonitor only when the stage has a logger.
+    """
+    from hydra.utils import instantiate
+
+    from crt.errors import ConfigError
+
+    out: list[Callback] = []
+    for name, node in dict(callbacks_cfg or {}).items():
+        if node is None:
+            continue
+        if not isinstance(node, Mapping) or "_target_" not in node:
+            raise ConfigError(f"callbacks.{name}={node!r} is not a callback entry. Fix: a mapping with _target_ (a "
+                              "Lightning callback class) and its arguments, or null to drop it (configs/callbacks/).")
+        node = dict(node)
+        try:
+            from hydra.utils import get_class
+
+            cls = get_class(str(node["_target_"]))
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(f"callbacks.{name}._target_={node['_target_']!r} cannot be imported ({err}). Fix: "
+                              "give the import path of a Lightning callback class.") from None
+        if issubclass(cls, EarlyStopping):
+            node["patience"] = node.get("patience") if node.get("patience") is not None else patience
+            if not node["patience"]:
+                continue
+            node["monitor"] = node.get("monitor") or monitor
+            node["mode"] = node.get("mode") or mode
+        if issubclass(cls, ProgressBar) and not bar:
+            continue
+        if issubclass(cls, LearningRateMonitor) and not has_logger:
+            continue
+        try:
+            out.append(instantiate(node))
+        except Exception as err:  # noqa: BLE001 - hydra wraps the class's own errors
+            cause = err.__cause__ or err
+            raise ConfigError(f"callbacks.{name} ({node['_target_']}) could not be built: {cause}. Fix: check its "
+                              "arguments in configs/callbacks/ (a missing package must be installed, e.g. "
+                              "`pip install rich` for RichProgressBar).") from None
+    return out
