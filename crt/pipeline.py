@@ -121,12 +121,15 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
                                       prefix="test")
         val_metrics, _ = evaluate(prev[last]["logits_val"], split.y_val, tc, split.majority, split.groups, prefix="val")
         metrics.update({k: v for k, v in val_metrics.items() if k in ("val/bal_acc", "val/nll", "val/top1")})
+        from crt.diagnostics import run_diagnostics  # source recovery / dependence / augmentation quality
+
+        diagnostics = run_diagnostics(split, prev, str(cfg.method.get("refine_space", "source")))
         results = {
             "name": f"{cfg.data.name}-{cfg.method.name}",
             "dataset": str(cfg.data.name), "method": str(cfg.method.name), "seed": int(cfg.seed),
             "data_seed": int(cfg.data.get("data_seed", 0)), "git_sha": git_sha(), "created": _now(),
             "run_dir": str(run_dir), "seconds": round(time.perf_counter() - t_start, 3), "world_size": ranks.world,
-            "stages": stages, "metrics": metrics, "per_class": per_class,
+            "stages": stages, "metrics": metrics, "per_class": per_class, "diagnostics": diagnostics,
             "data": {"counts": split.counts.tolist(), "train_counts": tc.tolist(),
                      "minority_classes": split.minority_classes, "n_train": len(split.y_train),
                      "n_val": len(split.y_val), "n_test": len(split.y_test)},

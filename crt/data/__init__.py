@@ -48,11 +48,15 @@ def apply_protocol(raw: RawData, cfg: Mapping[str, Any], name: str = "") -> Spli
     mask = majority_mask(protocol, counts, minority, cfg.get("majority_min_count"))
     shots = cfg.get("shot_thresholds") or [100, 20]
     x, y = raw.x_train[idx], raw.y_train[idx]
+    sources = None
+    if raw.sources_train is not None:  # synthetic data: keep the true sources so runs can score demix
+        s = raw.sources_train[idx]
+        sources = {"train": s[tr], "val": s[va], "test": raw.sources_test}
     return Split(
         x_train=x[tr], y_train=y[tr], x_val=x[va], y_val=y[va], x_test=raw.x_test, y_test=raw.y_test,
         num_classes=raw.num_classes, counts=counts, majority=mask, name=name,
         groups=shot_groups(counts, int(shots[0]), int(shots[1])), class_names=raw.class_names,
-        multilabel=raw.multilabel,
+        multilabel=raw.multilabel, sources=sources,
     )
 
 

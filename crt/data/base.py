@@ -21,6 +21,8 @@ class RawData:
     num_classes: int
     class_names: list[str] | None = None
     multilabel: bool = False
+    sources_train: torch.Tensor | None = None  # true sources of synthetic data, row-aligned with x_train
+    sources_test: torch.Tensor | None = None
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Split:
     groups: list[str] = field(default_factory=list)
     class_names: list[str] | None = None
     multilabel: bool = False
+    sources: dict[str, torch.Tensor] | None = None  # true sources per part (train/val/test) when known
 
     @property
     def train_counts(self) -> torch.Tensor:

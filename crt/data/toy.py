@@ -1,4 +1,5 @@
-"""Synthetic data of the CRT supplement: the Hénon toy (D.1) and the extreme-classification toy (D.2)."""
+"""Synthetic data: the Hénon toy (CRT supplement D.1), the extreme-classification toy (D.2), and a harder
+ground-truth demixing benchmark (toy_ica: d Gaussian sources, class-modulated, random invertible MLP mixing)."""
 
 from __future__ import annotations
 
@@ -36,10 +37,15 @@ def load_toy_henon(
     noise: float = 1.0,
     rotation_deg: float = 30.0,
     scale: float = 0.3,
+    project: bool = True,
     data_seed: int = 0,
     **_: object,
 ) -> RawData:
-    """x = A z + eps with z the standardised Hénon features; A (input_dim x 2) fixed by data_seed."""
+    """x = A z + eps with z the standardised Hénon features; A (input_dim x 2) fixed by data_seed.
+
+    `project: false` gives x = z + eps (2-D; with noise 0 and the identity encoder: the authors' toy code).
+    The true sources are kept (RawData.sources_*) so every run can score its demix stage.
+    """
     g = torch.Generator().manual_seed(10_000 + int(data_seed))
     a = torch.randn(input_dim, 2, generator=g)
     s_tr, y_tr = henon_sources(n_per_class, g)
@@ -47,9 +53,84 @@ def load_toy_henon(
     z_tr, z_te = henon_features(s_tr, rotation_deg, scale), henon_features(s_te, rotation_deg, scale)
     mean, std = z_tr.mean(0), z_tr.std(0)
     z_tr, z_te = (z_tr - mean) / std, (z_te - mean) / std
-    x_tr = z_tr @ a.T + noise * torch.randn(len(z_tr), input_dim, generator=g)
-    x_te = z_te @ a.T + noise * torch.randn(len(z_te), input_dim, generator=g)
-    return RawData(x_tr, y_tr, x_te, y_te, num_classes=len(HENON_MEANS))
+    if project:
+        x_tr = z_tr @ a.T + noise * torch.randn(len(z_tr), input_dim, generator=g)
+        x_te = z_te @ a.T + noise * torch.randn(len(z_te), input_dim, generator=g)
+    else:
+        x_tr = z_tr + noise * torch.randn(len(z_tr), 2, generator=g)
+        x_te = z_te + noise * torch.randn(len(z_te), 2, generator=g)
+    return RawData(x_tr, y_tr, x_te, y_te, num_classes=len(HENON_MEANS), sources_train=s_tr, sources_test=s_te)
+
+
+class InvertibleMLP:
+    """A random invertible MLP R^d -> R^d (the nonlinear-ICA benchmarks' mixing): `layers` affine maps
+    W_l x + b_l with W_l = Q diag(sv) Q' (random orthogonal Q, Q', singular values in [0.5, 1.5], so every
+    W_l is well conditioned), a leaky ReLU (slope `slope`) between them, none after the last."""
+
+    def __init__(self, dim: int, layers: int, g: torch.Generator, slope: float = 0.2):
+        self.slope = float(slope)
+        self.weights, self.biases = [], []
+        for _ in range(layers):
+            q1, _r = torch.linalg.qr(torch.randn(dim, dim, generator=g))
+            q2, _r = torch.linalg.qr(torch.randn(dim, dim, generator=g))
+            sv = 0.5 + torch.rand(dim, generator=g)
+            self.weights.append(q1 @ torch.diag(sv) @ q2)
+            self.biases.append(0.1 * torch.randn(dim, generator=g))
+
+    def __call__(self, s: torch.Tensor) -> torch.Tensor:
+        x = s
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = x @ w.T + b
+            if i < len(self.weights) - 1:
+                x = torch.where(x > 0, x, self.slope * x)
+        return x
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        s = x
+        for i in reversed(range(len(self.weights))):
+            if i < len(self.weights) - 1:
+                s = torch.where(s > 0, s, s / self.slope)
+            s = torch.linalg.solve(self.weights[i], (s - self.biases[i]).T).T
+        return s
+
+
+def ica_class_params(num_classes: int, dim: int, mean_scale: float, log_std_range: float,
+                     g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class parameters mu ~ N(0, mean_scale^2), log sigma ~ U(-r, r) per (class, dimension), then
+    s | y ~ N(mu_y, diag(sigma_y^2)): independent dimensions given the class, class-modulated variances."""
+    mu = mean_scale * torch.randn(num_classes, dim, generator=g)
+    log_std = (2 * torch.rand(num_classes, dim, generator=g) - 1) * log_std_range
+    return mu, log_std
+
+
+@register("toy_ica")
+def load_toy_ica(
+    num_classes: int = 12,
+    num_sources: int = 4,
+    n_per_class: int = 2000,
+    n_test_per_class: int = 1000,
+    mixing_layers: int = 3,
+    slope: float = 0.2,
+    mean_scale: float = 1.0,
+    log_std_range: float = 1.0,
+    data_seed: int = 0,
+    **_: object,
+) -> RawData:
+    """Harder ground-truth demixing benchmark: d class-conditionally independent Gaussian sources with
+    class-modulated means and variances (more classes than 2d, the identifiability condition of GCL/TCL),
+    mixed by a random invertible MLP; x = mix(s) standardised with the training mean and std. Both the
+    class parameters and the mixing are fixed by data_seed; the true sources are kept in the split."""
+    g = torch.Generator().manual_seed(30_000 + int(data_seed))
+    mu, log_std = ica_class_params(num_classes, num_sources, mean_scale, log_std_range, g)
+    y_tr = torch.arange(num_classes).repeat_interleave(n_per_class)
+    y_te = torch.arange(num_classes).repeat_interleave(n_test_per_class)
+    mix = InvertibleMLP(num_sources, mixing_layers, g, slope)
+    s_tr = mu[y_tr] + log_std[y_tr].exp() * torch.randn(len(y_tr), num_sources, generator=g)
+    s_te = mu[y_te] + log_std[y_te].exp() * torch.randn(len(y_te), num_sources, generator=g)
+    x_tr, x_te = mix(s_tr), mix(s_te)
+    mean, std = x_tr.mean(0), x_tr.std(0)
+    return RawData((x_tr - mean) / std, y_tr, (x_te - mean) / std, y_te, num_classes=num_classes,
+                   sources_train=s_tr, sources_test=s_te)
 
 
 @register("toy_extreme")

@@ -41,6 +41,15 @@ def _mlp_encoder(in_dim: int, out_dim: int, hidden: Sequence[int] = (32, 32), ba
     return MLP(in_dim, list(hidden), out_dim, batch_norm=batch_norm)
 
 
+@register_encoder("identity")
+def _identity_encoder(in_dim: int, out_dim: int, **_: Any) -> nn.Module:
+    """z = x: the setting of the authors' toy code (demix works on the observed, already d-dim, data)."""
+    if in_dim != out_dim:
+        raise ConfigError(f"data.encoder.name=identity needs input dim = data.feature_dim, got {in_dim} vs {out_dim}. "
+                          "Fix: set data.feature_dim to the input dimension, or use data.encoder.name=mlp.")
+    return nn.Identity()
+
+
 def build_encoder(spec: Mapping[str, Any], in_dim: int, out_dim: int) -> nn.Module:
     """Build the encoder named by spec['name'] (mlp, resnet18_cifar, ...) mapping inputs to R^out_dim."""
     name = spec.get("name", "mlp")

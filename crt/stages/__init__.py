@@ -203,13 +203,15 @@ def run_demix(ctx: Context, prev: dict[str, Outputs]) -> Outputs:
         batch_size=int(tcfg.batch_size),
         lr=_lr(tcfg), weight_decay=float(tcfg.get("weight_decay", 0.0)), seed=int(ctx.cfg.seed),
         fused=bool(ctx.cfg.trainer.get("fused", False)), critic_impl=str(c.get("impl", "batched")),
+        probe=(pre["z_val"], sp.sources["val"]) if sp.sources is not None else None,
     )
     selected = _fit(ctx, module, "demix", tcfg, "demix/val/loss", "min")
     module.flow.to(ctx.device)
     calibrate_batchnorm(module.flow, z_tr.to(ctx.device))
     s = {k: apply_batched(lambda z: module.flow(z)[0], pre[f"z_{k}"], ctx.device) for k in ("train", "val", "test")}
     return {"flow": module.flow.state_dict(), "critic": module.critic.state_dict(),
-            "prior": module.prior.state_dict(), "selected": selected, "n_train": len(y_tr), **{f"s_{k}": v for k, v in s.items()}}
+            "prior": module.prior.state_dict(), "selected": selected, "n_train": len(y_tr),
+            "mcc_history": module.mcc_history, **{f"s_{k}": v for k, v in s.items()}}
 
 
 def _space(ctx: Context, prev: dict[str, Outputs]) -> tuple[str, Outputs]:

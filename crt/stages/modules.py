@@ -156,7 +156,8 @@ class DemixModule(pl.LightningModule):
                  negatives: str = "batch", exclude_true: bool = False, clamp: tuple[float, float] = (-5.0, 15.0),
                  train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
                  batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
-                 fused: bool = False, critic_impl: str = "batched", compile: bool | str = False):
+                 fused: bool = False, critic_impl: str = "batched", compile: bool | str = False,
+                 probe: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         from crt.errors import ConfigError
 
@@ -180,6 +181,8 @@ class DemixModule(pl.LightningModule):
         self.m_train = nn.ModuleDict({k: running_mean() for k in ("loss", "contrastive", "nll")})  # no host syncs
         self.m_val = nn.ModuleDict({k: running_mean() for k in ("loss", "contrastive", "nll")})
         self.compile, self._step = compile, None
+        self.probe = probe  # (z, true sources) of held-out samples: MCC of the flow's s after every epoch
+        self.mcc_history: list[float] = []
 
     def on_train_start(self) -> None:
         self._step = Compiled(self.objective, compile_mode(self.compile), device=self.device, what="demix step",
@@ -227,6 +230,19 @@ class DemixModule(pl.LightningModule):
         for k, m in self.m_val.items():
             m.update(out[k])
             self.log(f"demix/val/{self._name(k)}", m, on_epoch=True, prog_bar=k == "loss")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.probe is None or self.trainer.sanity_checking:
+            return
+        from crt.diagnostics import mcc
+
+        was_training = self.flow.training
+        self.flow.eval()
+        with torch.no_grad():
+            s = self.flow(self.probe[0].to(self.device))[0]
+        self.flow.train(was_training)
+        self.mcc_history.append(mcc(s, self.probe[1]))
+        self.log("demix/val/mcc", self.mcc_history[-1])
 
     def _name(self, k: str) -> str:
         return f"{self.loss_name}_loss" if k == "contrastive" else k
