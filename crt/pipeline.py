@@ -24,6 +24,7 @@ from crt.errors import ConfigError
 from crt.export import save_model
 from crt.metrics import classification_metrics
 from crt.stages import RUNNERS, Context, spec
+from crt.stages.training import training_key
 from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def stage_keys(cfg: DictConfig) -> dict[str, str]:
     """Cache key of every stage: its spec, the keys of the stages before it, the seed."""
     keys: dict[str, str] = {}
+    extra = training_key(cfg)  # non-default callbacks / Trainer options that change training (else None)
     for stage in cfg.method.stages:
         keys[stage] = stable_hash({"stage": stage, "spec": spec(stage, cfg), "inputs": dict(keys),
-                                   "seed": int(cfg.seed), "v": CACHE_VERSION})
+                                   "seed": int(cfg.seed), "v": CACHE_VERSION, **({"training": extra} if extra else {})})
     return keys
 
 

@@ -171,3 +171,12 @@ def test_one_line_per_epoch_when_stdout_is_not_a_terminal(make_cfg, tmp_path: Pa
 def test_unknown_logger_entry_is_an_error(make_cfg, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="logger.csv"):
         run(make_cfg(*TINY, "logger.csv._target_=no.such.Logger"), run_dir=tmp_path / "r")
+
+
+def test_cache_keys_change_only_with_options_that_change_training(make_cfg) -> None:
+    from crt.pipeline import stage_keys
+
+    base = stage_keys(make_cfg())
+    assert stage_keys(make_cfg("callbacks.model_summary=null", "trainer.log_every_n_steps=1")) == base
+    assert stage_keys(make_cfg("callbacks=none"))["pretrain"] != base["pretrain"]  # no early stopping
+    assert stage_keys(make_cfg("+trainer.accumulate_grad_batches=2"))["pretrain"] != base["pretrain"]

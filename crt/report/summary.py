@@ -24,7 +24,10 @@ def _group(run: Run) -> tuple[str, str, str]:
     res = run.results or {}
     over = {k: v for k, v in run.overrides.items() if k not in ("data", "method")}
     tag = ",".join(f"{k}={v}" for k, v in sorted(over.items())) or "default"
-    return str(res.get("dataset", "?")), str(res.get("method", "?")), tag
+    parts = run.folder.parts  # runs/<data>/<method>/<overrides>/seed<k> for a run that never finished
+    dataset = res.get("dataset") or (parts[-4] if len(parts) >= 4 else "?")
+    method = res.get("method") or (parts[-3] if len(parts) >= 3 else "?")
+    return str(dataset), str(method), tag
 
 
 def summarize(runs: Sequence[Run], metrics: Sequence[str] = METRICS) -> pd.DataFrame:

@@ -193,7 +193,9 @@ def progress_mode(value: Any) -> str:
 
 
 # Outside a job (no config): what the callbacks group's default gives.
-DEFAULT_CALLBACKS = {"early_stopping": {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "check_finite": False}}
+DEFAULT_EARLY_STOPPING = {"_target_": "lightning.pytorch.callbacks.EarlyStopping", "monitor": None, "mode": None,
+                          "patience": None, "check_finite": False}
+DEFAULT_CALLBACKS = {"early_stopping": DEFAULT_EARLY_STOPPING}
 # Trainer arguments crt sets from elsewhere in the config, with where to set them instead.
 _OWNED = {"max_epochs": "stage.<stage>.epochs", "callbacks": "the callbacks group (callbacks=...)",
           "logger": "the logger group (logger=...)", "gradient_clip_val": "stage.<stage>.grad_clip",
@@ -275,3 +277,36 @@ def build_callbacks(callbacks_cfg: Mapping[str, Any] | None, *, stage: str, moni
                               "arguments in configs/callbacks/ (a missing package must be installed, e.g. "
                               "`pip install rich` for RichProgressBar).") from None
     return out
+
+
+# Trainer options that do not change what a stage computes (where and how fast it runs, what it prints).
+_NEUTRAL_TRAINER_KEYS = {"_target_", "accelerator", "devices", "strategy", "num_nodes", "precision", "fused", "compile",
+                         "log_every_n_steps", "enable_checkpointing", "default_root_dir", "benchmark", "deterministic",
+                         "profiler", "barebones", "detect_anomaly", "sync_batchnorm", "use_distributed_sampler",
+                         "plugins", "inference_mode", "reload_dataloaders_every_n_epochs"}
+_NEUTRAL_CALLBACKS = (ModelSummary, ProgressBar, LearningRateMonitor)
+
+
+def training_key(cfg: Any) -> dict[str, Any] | None:
+    """What a stage's cache key must add for callbacks and Trainer options that change training: Trainer
+    options beyond the neutral ones (max_time, accumulate_grad_batches, ...) and callbacks other than the
+    summary / progress / LR-monitor ones when they differ from the default early stopping. None when there
+    are none, so the default keys stay as they were."""
+    from hydra.utils import get_class
+
+    trainer = {k: v for k, v in dict(_plain(cfg.get("trainer")) or {}).items()
+               if k not in _NEUTRAL_TRAINER_KEYS and v is not None}
+    callbacks = {}
+    for name, node in dict(_plain(cfg.get("callbacks")) or {}).items():
+        if node is None:
+            continue
+        try:
+            if issubclass(get_class(str(node["_target_"])), _NEUTRAL_CALLBACKS):
+                continue
+        except Exception:  # noqa: BLE001 - unknown classes are reported when the Trainer is built
+            pass
+        callbacks[name] = node
+    out: dict[str, Any] = {"trainer": trainer} if trainer else {}
+    if callbacks != {"early_stopping": DEFAULT_EARLY_STOPPING}:  # e.g. callbacks=none: no early stopping
+        out["callbacks"] = callbacks
+    return out or None
