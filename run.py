@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(1, os.getcwd())  # user code named by _target_ (crt/usercode.py) may live in the working directory
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     check_group_choices(sys.argv[1:])
     main()

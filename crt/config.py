@@ -36,7 +36,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"The config has no '{group}' group. Fix: run through run.py, or compose "
                               "configs/config.yaml with Hydra so its defaults are applied.")
     d, m = cfg.data, cfg.method
-    if d.get("name") not in LOADERS:
+    if d.get("name") not in LOADERS and not d.get("_target_"):  # _target_: a user loader (crt/usercode.py)
         raise ConfigError(f"Unknown dataset {d.get('name')!r}. Fix: choose data=<name> with one of "
                           f"{', '.join(sorted(LOADERS))} (configs/data/).")
     if d.get("imbalance") not in PROTOCOLS:

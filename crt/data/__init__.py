@@ -63,8 +63,13 @@ def apply_protocol(raw: RawData, cfg: Mapping[str, Any], name: str = "") -> Spli
 def build_split(cfg: Mapping[str, Any], data_dir: str | None = None) -> Split:
     """Load the dataset named by cfg['name'] and apply its imbalance protocol."""
     name = cfg.get("name")
-    loader = get_loader(str(name))
-    kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
+    if cfg.get("_target_"):  # user code: +data._target_=my_pkg.load (crt/usercode.py)
+        from crt.usercode import import_object
+
+        loader = import_object(str(cfg["_target_"]), "data._target_", "a function returning crt.data.RawData")
+    else:
+        loader = get_loader(str(name))
+    kwargs = {k: v for k, v in dict(cfg).items() if k not in ("name", "_target_")}
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
     raw = loader(**kwargs)

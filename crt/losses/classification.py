@@ -51,6 +51,14 @@ def register_loss(name: str) -> Callable[[type[ClassLoss]], type[ClassLoss]]:
 
 
 def build_loss(name: str, counts: torch.Tensor, **kwargs: Any) -> ClassLoss:
+    from crt.usercode import import_object, is_import_path
+
+    if is_import_path(name):  # user code: method.refine_loss=my_pkg.MyLoss (crt/usercode.py)
+        cls = import_object(name, "method.*_loss", "a crt.losses.ClassLoss subclass")
+        if not (isinstance(cls, type) and issubclass(cls, ClassLoss)):
+            raise ConfigError(f"loss {name!r} is not a crt.losses.ClassLoss subclass. Fix: subclass ClassLoss and "
+                              "return one loss per sample from forward(logits, y).")
+        return cls(counts, **kwargs)
     if name not in LOSSES:  # baseline and multi-label losses register on import
         import crt.losses.adjusted  # noqa: F401
         import crt.losses.imbalance  # noqa: F401

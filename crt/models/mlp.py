@@ -52,6 +52,12 @@ def _identity_encoder(in_dim: int, out_dim: int, **_: Any) -> nn.Module:
 
 def build_encoder(spec: Mapping[str, Any], in_dim: int, out_dim: int) -> nn.Module:
     """Build the encoder named by spec['name'] (mlp, resnet18_cifar, ...) mapping inputs to R^out_dim."""
+    if spec.get("_target_"):  # user code: data.encoder._target_=my_pkg.Enc (crt/usercode.py)
+        from crt.usercode import import_object
+
+        cls = import_object(str(spec["_target_"]), "data.encoder._target_", "an encoder class (nn.Module)")
+        kwargs = {k: v for k, v in spec.items() if k not in ("name", "_target_")}
+        return cls(in_dim=in_dim, out_dim=out_dim, **kwargs)
     name = spec.get("name", "mlp")
     if name not in ENCODERS:  # image encoders register on import
         import crt.models.resnet  # noqa: F401
