@@ -15,7 +15,6 @@ from functools import lru_cache
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import crt.losses.adjusted  # noqa: F401  (registers the prior-adjusted losses)
