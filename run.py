@@ -13,11 +13,13 @@ from omegaconf import DictConfig
 
 from crt.config import register_resolvers
 from crt.errors import ConfigError
+from crt.interrupt import Interrupted
 
 register_resolvers()
 log = logging.getLogger("crt")
 CONFIGS = Path(__file__).resolve().parent / "configs"
 CHECKED_GROUPS = ("data", "method", "model", "trainer", "logger", "callbacks", "experiment", "stage", "debug", "sweep")
+FAILED: list[str] = []  # jobs of an in-process multirun that stopped on a ConfigError
 
 
 def check_group_choices(argv: list[str]) -> None:
@@ -41,11 +43,26 @@ def main(cfg: DictConfig) -> float | None:
     try:
         results = run(cfg, run_dir=HydraConfig.get().runtime.output_dir)
     except ConfigError as err:
-        print(f"\nerror: {err}\n", file=sys.stderr)
-        sys.exit(2)
+        if not _in_process_multirun():
+            print(f"\nerror: {err}\n", file=sys.stderr)
+            sys.exit(2)
+        job = HydraConfig.get().job  # a sweep goes on with its other jobs and lists the failures at the end
+        FAILED.append(f"job #{job.num} ({job.override_dirname or 'no overrides'}): {err}")
+        print(f"\nerror in job #{job.num}: {err}\n", file=sys.stderr)
+        return float("nan")  # Optuna records the trial as failed
+    except Interrupted as err:
+        print(f"\n{err.message()}\n", file=sys.stderr, flush=True)
+        sys.exit(err.exit_code)
     print("\n" + format_results(results))
     print(f"results: {results['run_dir']}/results.json")
     return results["metrics"].get(str(cfg.get("objective", "val/bal_acc")))
+
+
+def _in_process_multirun() -> bool:
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return hc.mode == RunMode.MULTIRUN and "BasicLauncher" in str(hc.launcher.get("_target_", ""))
 
 
 if __name__ == "__main__":
@@ -53,3 +70,8 @@ if __name__ == "__main__":
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     check_group_choices(sys.argv[1:])
     main()
+    if FAILED:
+        print(f"\n{len(FAILED)} job(s) of the multirun failed; the others ran:", file=sys.stderr)
+        for line in FAILED:
+            print(f"  - {line}", file=sys.stderr)
+        sys.exit(2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from omegaconf import DictConfig, OmegaConf
 
 from crt.data.imbalance import PROTOCOLS, check_classes, check_ratio
@@ -10,9 +12,24 @@ from crt.errors import ConfigError
 STAGES = ("pretrain", "demix", "augment", "refine")
 
 
+TAG_MAX = 80  # bytes; a file name may have 255, and the folder also has to fit in PATH_MAX with its parents
+
+
 def _tag(override_dirname: str) -> str:
-    """Run-folder component for the command-line overrides ('default' when there are none)."""
-    return override_dirname.replace("/", "_") if override_dirname else "default"
+    """Run-folder component for the command-line overrides ('default' when there are none).
+
+    Short override lists are used as they are ('/' becomes '_'); longer ones become a readable prefix plus a
+    hash of the whole list, so the name stays short, legal and unique. The full overrides are kept in the
+    folder (.hydra/overrides.yaml, and the resolved config in results.json).
+    """
+    if not override_dirname:
+        return "default"
+    tag = override_dirname.replace("/", "_")
+    if len(tag.encode()) <= TAG_MAX and tag not in (".", ".."):
+        return tag
+    digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:12]
+    prefix = tag.encode()[:TAG_MAX - len(digest) - 1].decode(errors="ignore").rstrip(",")
+    return f"{prefix}-{digest}"
 
 
 def register_resolvers() -> None:

@@ -20,8 +20,10 @@ from crt.cache import StageCache
 from crt.config import validate
 from crt.data import build_split
 from crt.distributed import setup as setup_ranks
+from crt.data.validate import check_split
 from crt.errors import ConfigError
 from crt.export import save_model
+from crt.interrupt import Interrupted, signals_raise
 from crt.metrics import classification_metrics
 from crt.stages import RUNNERS, Context, spec
 from crt.stages.training import training_key
@@ -73,21 +75,25 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
     run_dir = Path(run_dir or cfg.paths.get("run_dir") or Path(cfg.paths.output_dir) / "runs" / "manual")
     results_path = run_dir / "results.json"
     progress = bool(cfg.get("progress", True)) if progress is None else progress
-    if ranks.broadcast(bool(cfg.get("skip_completed", False)) and results_path.exists()):
-        import json
-
+    done = None
+    if ranks.is_zero and cfg.get("skip_completed", False) and (results_path.exists() or results_path.is_symlink()):
+        done = read_results(results_path)  # None when damaged: reported, moved aside, and the run redone
+    done = ranks.broadcast(done)
+    if done is not None:
         log.info("already complete, skipping: %s", results_path)
-        return json.loads(results_path.read_text())
-    with run_lock(run_dir) if ranks.is_zero else nullcontext(), tracking.job(cfg, run_dir) as job:  # job's loggers
+        return done
+    with signals_raise(), run_lock(run_dir) if ranks.is_zero else nullcontext(), tracking.job(cfg, run_dir) as job:  # job's loggers
         t_start = time.perf_counter()
         seed_everything(int(cfg.seed))
         split = build_split(cfg.data, str(cfg.paths.data_dir))
+        check_split(split, cfg)
         log.info(split.summary())
         ctx = Context(cfg=cfg, split=split, run_dir=str(run_dir), device=pick_device(cfg.trainer), progress=progress)
         cache = StageCache(cfg.paths.cache_dir, enabled=bool(cfg.get("cache", True)))
         keys = stage_keys(cfg)
         prev: dict[str, dict[str, Any]] = {}
         stages: dict[str, dict[str, Any]] = {}
+        ctx.checkpoint_every = int(cfg.get("checkpoint_every", 1) or 0)
         for stage in cfg.method.stages:
             t0 = time.perf_counter()
             if ctx.device.type == "cuda":
@@ -98,7 +104,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
                 if not reused:
                     log.info("stage %s: training (key %s)", stage, keys[stage])
                     seed_everything(int(cfg.seed) + len(prev))
-                    out = RUNNERS[stage](ctx, prev)  # every rank: the stage fits as one DDP job
+                    ctx.checkpoint_dir = str(cache.partial(stage, keys[stage])) if cache.enabled else None
+                    with interrupted_stage(stage, keys[stage], ctx.checkpoint_dir):
+                        out = RUNNERS[stage](ctx, prev)  # every rank: the stage fits as one DDP job
                     if ranks.is_zero:
                         cache.save(stage, keys[stage], out, {"stage": stage, "spec": spec(stage, cfg),
                                                              "seed": int(cfg.seed), "created": _now()})
@@ -152,6 +160,45 @@ def _read_rank_zero_entry(cache: StageCache, stage: str, key: str) -> dict[str, 
         raise RuntimeError(f"stage {stage}: rank 0 reported cache entry {cache.folder(stage, key)} but it cannot "
                            "be read here. Fix: put paths.cache_dir on a file system every node shares.")
     return out
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """A finished run's results.json, or None when it is damaged: then it is reported, moved aside to
+    `results.json.damaged` (kept for inspection) and the run is redone."""
+    import json
+
+    try:
+        res = json.loads(path.read_text())
+        if not (isinstance(res, dict) and isinstance(res.get("metrics"), dict) and res["metrics"]
+                and isinstance(res.get("stages"), dict)):
+            raise ValueError("no metrics/stages")
+        return res
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        aside = path.with_name(path.name + ".damaged")
+        log.warning("%s is damaged or unreadable (%s: %s); moved to %s and the run is redone", path,
+                    type(err).__name__, str(err)[:120], aside.name)
+        import shutil
+
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside)
+        elif aside.exists() or aside.is_symlink():
+            aside.unlink()
+        os.replace(path, aside)
+        return None
+
+
+@contextmanager
+def interrupted_stage(stage: str, key: str, checkpoint_dir: str | None) -> Iterator[None]:
+    """Name the stage (and its last checkpoint) in an Interrupted raised while it trains."""
+    try:
+        yield
+    except Interrupted as err:
+        err.stage, err.key = stage, key
+        if checkpoint_dir:
+            from crt.stages.checkpoint import StageCheckpoint
+
+            err.checkpoint_epoch = StageCheckpoint(checkpoint_dir, stage).saved_epoch()
+        raise
 
 
 def _now() -> str:

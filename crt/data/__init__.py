@@ -17,6 +17,7 @@ from crt.data.imbalance import (
     stratified_holdout,
     target_counts,
 )
+from crt.data.validate import check_raw
 
 __all__ = ["LOADERS", "RawData", "Split", "build_split", "register", "apply_protocol"]
 
@@ -73,4 +74,5 @@ def build_split(cfg: Mapping[str, Any], data_dir: str | None = None) -> Split:
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
     raw = loader(**kwargs)
+    check_raw(raw, str(name))  # finite features, labels 0..C-1, no empty class (crt/data/validate.py)
     return apply_protocol(raw, cfg, name=str(name))

@@ -8,6 +8,7 @@ this format (with `split`), so the Tiny ImageNet and iNaturalist loaders are thi
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import torch
 from crt.data.base import RawData, register
 from crt.data.imbalance import stratified_holdout
 from crt.errors import ConfigError, DataNotFoundError
+
+log = logging.getLogger(__name__)
 
 
 def _split_mask(split: np.ndarray, path: Path) -> np.ndarray:
@@ -31,6 +34,26 @@ def _split_mask(split: np.ndarray, path: Path) -> np.ndarray:
     if split.dtype.kind in "iub":
         return split.astype(np.int64) != 0
     raise ConfigError(f"{path}: `split` has dtype {split.dtype}. Fix: use 'train'/'test' strings or 0/1.")
+
+
+def _integer_labels(y: np.ndarray, path: Path) -> np.ndarray:
+    """y as int64. Whole-number floats are converted (with a log line); fractions, NaN and strings are refused."""
+    if y.ndim != 1:
+        raise ConfigError(f"{path}: y has shape {y.shape}; expected one label per row. Fix: save y as a 1-D array.")
+    if y.dtype.kind in "iub":
+        return y.astype(np.int64)
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y))
+        if not whole.all():
+            bad = np.flatnonzero(~whole)
+            raise ConfigError(f"{path}: y holds {len(bad)} labels that are not whole numbers (e.g. {y[bad[0]]!r} at row "
+                              f"{bad[0]}); truncating them would silently move samples between classes. Fix: store "
+                              "integer class ids 0..C-1.")
+        log.info("%s: y is stored as %s; its whole-number values are used as integer class ids", path, y.dtype)
+        return y.astype(np.int64)
+    raise ConfigError(f"{path}: y has dtype {y.dtype} (e.g. {y[0]!r}); expected integer class ids 0..C-1. Fix: map "
+                      "names to ids, e.g. names, y = numpy.unique(y, return_inverse=True), and save "
+                      "numpy.savez(path, X=X, y=y, class_names=names).")
 
 
 def read_features(path: Path, test_fraction: float = 0.2, data_seed: int = 0,
@@ -50,9 +73,13 @@ def read_features(path: Path, test_fraction: float = 0.2, data_seed: int = 0,
     if missing:
         raise ConfigError(f"{path} has arrays {sorted(arrays)} but lacks {missing}. Fix: save the features as X "
                           "(N x D floats) and the labels as y (N integers), e.g. numpy.savez(path, X=X, y=y).")
-    x = torch.from_numpy(np.ascontiguousarray(arrays["X"], dtype=np.float32))
+    try:
+        x = torch.from_numpy(np.ascontiguousarray(arrays["X"], dtype=np.float32))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: X has dtype {arrays['X'].dtype}, not numbers. Fix: save X as an N x D float "
+                          "array.") from None
     x = x.reshape(len(x), -1)
-    y = torch.from_numpy(np.asarray(arrays["y"]).astype(np.int64))
+    y = torch.from_numpy(_integer_labels(np.asarray(arrays["y"]), path))
     if len(x) != len(y):
         raise ConfigError(f"{path}: X has {len(x)} rows but y has {len(y)}. Fix: one label per feature row.")
     if len(y) and int(y.min()) < 0:

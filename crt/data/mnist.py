@@ -21,10 +21,14 @@ def load_mnist(data_dir: str = "data", download: bool = True, **_: object) -> Ra
     except RuntimeError:
         if not download:
             raise _missing(root) from None
+        created = [p for p in (root / "MNIST" / "raw", root / "MNIST", root) if not p.exists()]
         try:
             train = MNIST(str(root), train=True, download=True)
             test = MNIST(str(root), train=False, download=True)
         except Exception as err:  # no network, mirror down, ...
+            for p in created:  # leave data_dir as it was: remove the folders the failed download made, if empty
+                if p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
             raise _missing(root, err) from None
 
     def flat(ds: MNIST) -> torch.Tensor:

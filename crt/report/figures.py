@@ -82,7 +82,9 @@ def where(runs: Sequence[Run], required: Mapping[str, str], free: Sequence[str] 
 def stage_outputs(run: Run, stage: str, runs_root: Path | None = None) -> dict[str, Any]:
     """The cached outputs of one stage of a run (`<cache>/<stage>/<key>/outputs.pt`)."""
     path = _resolve_cache(run.results["stages"][stage], stage, runs_root)
-    return torch.load(path, map_location="cpu", weights_only=False)
+    from crt.cache import load_stage_file
+
+    return load_stage_file(path)
 
 
 @lru_cache(maxsize=4)

@@ -470,13 +470,13 @@ def _resolve_cache(entry: Mapping[str, Any], stage: str, runs_root: Path | None)
 
 def logits_and_labels(run: Run, runs_root: Path | None = None) -> tuple[Any, Any]:
     """(logits_test, y_test) of a run: the last predicting stage's cached logits and the rebuilt test labels."""
-    import torch
+    from crt.cache import load_stage_file
 
     stages = run.results["stages"]
     order = list(run.config.get("method", {}).get("stages", stages.keys()))
     for stage in reversed(order):
         path = _resolve_cache(stages[stage], stage, runs_root)
-        out = torch.load(path, map_location="cpu", weights_only=False)
+        out = load_stage_file(path)
         if "logits_test" in out:
             data = run.config["data"]
             y = _test_labels(json.dumps(data, sort_keys=True), str(run.config.get("paths", {}).get("data_dir", "")))

@@ -24,6 +24,7 @@ from crt.models import build_encoder, build_maf, calibrate_batchnorm
 from crt.models.mlp import build_predictor
 from crt.stages.decoupled import DecoupledOptions, run_decoupled
 from crt.stages.accel import EpochTimer, compile_mode
+from crt.stages.checkpoint import checkpoint_for
 from crt.stages.modules import ClassifierModule, DemixModule
 from crt.stages.schedule import LRSchedule
 from crt.stages.training import make_trainer
@@ -38,6 +39,8 @@ class Context:
     run_dir: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
+    checkpoint_dir: str | None = None  # the running stage's partial cache folder (set by the pipeline)
+    checkpoint_every: int = 0          # mid-stage checkpoint every N epochs (0: off)
 
     @property
     def method(self) -> DictConfig:
@@ -118,15 +121,16 @@ def _lr(tcfg: DictConfig) -> float:
 
 
 def _fit(ctx: Context, module: Any, stage: str, tcfg: DictConfig, monitor: str, mode: str) -> dict[str, Any]:
+    ckpt, resume = checkpoint_for(ctx.checkpoint_dir, stage, ctx.checkpoint_every, int(tcfg.epochs))
     trainer, keep = make_trainer(
         ctx.cfg.trainer, max_epochs=int(tcfg.epochs), stage=stage, run_dir=ctx.run_dir,
         logger_cfg=_plain(ctx.cfg.logger), monitor=monitor, mode=mode, patience=tcfg.get("patience"),
-        grad_clip=float(tcfg.get("grad_clip", 0.0) or 0.0), progress=ctx.progress,
+        grad_clip=float(tcfg.get("grad_clip", 0.0) or 0.0), progress=ctx.progress, checkpoint=ckpt,
     )
     module.compile = compile_mode(ctx.cfg.trainer.get("compile"))  # every trained stage (crt/stages/accel.py)
     trainer.callbacks.append(EpochTimer())  # per-epoch seconds in `selected` (scripts/bench.py)
     t0 = time.perf_counter()
-    trainer.fit(module)
+    trainer.fit(module, ckpt_path=resume, weights_only=True)
     fit_seconds = time.perf_counter() - t0
     module.to(ctx.device).eval()
     sel = keep.summary(trainer)

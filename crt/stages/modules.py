@@ -53,7 +53,6 @@ class ClassifierModule(pl.LightningModule):
         self._compiled: Compiled | None = None
         self.compile = compile  # trainer.compile: false | true | default | reduce-overhead | max-autotune
         self._extra_stream: TensorBatches | None = None
-        self._extra_iter: Any = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -70,7 +69,7 @@ class ClassifierModule(pl.LightningModule):
 
     def train_dataloader(self) -> TensorBatches:
         x, y, w = (t.to(self.device) for t in self.train_data)
-        self._extra_stream, self._extra_iter = None, None
+        self._extra_stream = None
         if self.extra is not None and len(self.extra[0]) and self.extra_batch > 0:
             ex = tuple(t.to(self.device) for t in self.extra)
             self._extra_stream = TensorBatches(*ex, batch_size=self.extra_batch, seed=self.seed + 1,
@@ -83,15 +82,11 @@ class ClassifierModule(pl.LightningModule):
         return TensorBatches(x, y, batch_size=max(self.batch_size, 1024), shuffle=False)
 
     def _next_extra(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The next batch of the extra (augmented) stream, cycling through it independently of the real one."""
+        """The extra (augmented) stream's batch for this step: it cycles independently of the real one, indexed
+        by the global step so that a resumed run continues it where it stopped."""
         if self._extra_stream is None:
             return None
-        if self._extra_iter is not None:
-            batch = next(self._extra_iter, None)
-            if batch is not None:
-                return batch
-        self._extra_iter = iter(self._extra_stream)
-        return next(self._extra_iter)
+        return self._extra_stream.batch_at(self.global_step)
 
     def on_train_epoch_start(self) -> None:
         self.loss_fn.on_epoch(self.current_epoch, self.trainer.max_epochs or 1)

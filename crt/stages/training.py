@@ -55,24 +55,38 @@ class TensorBatches:
         n = self._per_rank()
         return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def _indices(self, epoch: int) -> torch.Tensor:
+        """This rank's sample order in `epoch`: a function of (seed, epoch) only, so a resumed run redraws it."""
         rank, world = _rank_world()
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         if self.weights is not None:
             idx = torch.multinomial(self.weights.cpu().double(), self.num_samples, replacement=True, generator=g)
         elif self.shuffle:
             idx = torch.randperm(self.n, generator=g)
         else:
             idx = torch.arange(self.n)
-        per_rank = self._per_rank()
-        idx = idx[rank::world][:per_rank].to(self.tensors[0].device, non_blocking=True)
+        return idx[rank::world][:self._per_rank()].to(self.tensors[0].device, non_blocking=True)
+
+    def _batch(self, idx: torch.Tensor, i: int) -> tuple[torch.Tensor, ...]:
+        sel = idx[i * self.batch_size:(i + 1) * self.batch_size]
+        batch = tuple(t[sel] for t in self.tensors)
+        if self.transform is not None:
+            batch = (self.transform(batch[0]), *batch[1:])
+        return batch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        epoch = self.epoch  # read at the first batch (after on_train_epoch_start, see StageCheckpoint)
+        self.epoch += 1
+        idx = self._indices(epoch)
         for i in range(len(self)):
-            sel = idx[i * self.batch_size:(i + 1) * self.batch_size]
-            batch = tuple(t[sel] for t in self.tensors)
-            if self.transform is not None:
-                batch = (self.transform(batch[0]), *batch[1:])
-            yield batch
+            yield self._batch(idx, i)
+
+    def batch_at(self, step: int) -> tuple[torch.Tensor, ...]:
+        """Batch `step` of the endless stream epoch 0, epoch 1, ... (a second stream cycled by global step)."""
+        epoch, i = divmod(int(step), len(self))
+        if getattr(self, "_cached", None) is None or self._cached[0] != epoch:
+            self._cached = (epoch, self._indices(epoch))
+        return self._batch(self._cached[1], i)
 
 
 class KeepBest(Callback):
@@ -106,6 +120,12 @@ class KeepBest(Callback):
         trainer.callback_metrics["selected/best"] = torch.tensor(float("nan") if self.best is None else self.best)
         trainer.callback_metrics["selected/epoch"] = torch.tensor(float(self.best_epoch))
 
+    def state_dict(self) -> dict[str, Any]:  # saved in mid-stage checkpoints
+        return {"best": self.best, "best_epoch": self.best_epoch, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.state = state_dict["best"], state_dict["best_epoch"], state_dict["state"]
+
     def summary(self, trainer: pl.Trainer | None = None) -> dict[str, Any]:
         """Monitor, best value and epoch (read from the trainer's metrics when fitting ran in other processes)."""
         if self.best is None and trainer is not None and "selected/best" in trainer.callback_metrics:
@@ -134,8 +154,10 @@ class EpochLine(Callback):
 
 def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str, run_dir: str,
                  logger_cfg: Mapping[str, Any] | None, monitor: str, mode: str, patience: int | None,
-                 grad_clip: float = 0.0, progress: bool = True) -> tuple[pl.Trainer, KeepBest]:
-    """A Lightning Trainer for one stage, with best-state selection on `monitor`.
+                 grad_clip: float = 0.0, progress: bool = True,
+                 checkpoint: Callback | None = None) -> tuple[pl.Trainer, KeepBest]:
+    """A Lightning Trainer for one stage, with best-state selection on `monitor`; `checkpoint`
+    (crt.stages.checkpoint.StageCheckpoint) adds mid-stage checkpoints.
 
     The Trainer class and its options come from the `trainer` group (`_target_`, default
     lightning.pytorch.Trainer; an option the class does not take is a ConfigError), the callbacks from the
@@ -151,7 +173,7 @@ def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str,
     callbacks_cfg = _plain(cfg.get("callbacks")) if cfg is not None else DEFAULT_CALLBACKS
     mode_p = progress_mode(cfg.get("progress", True) if cfg is not None else True) if progress else "off"
     keep = KeepBest(monitor, mode)
-    callbacks: list[Callback] = [keep]
+    callbacks: list[Callback] = [keep] + ([checkpoint] if checkpoint is not None else [])
     built = build_callbacks(callbacks_cfg, stage=stage, monitor=monitor, mode=mode, patience=patience,
                             bar=mode_p == "bar", has_logger=bool(loggers))
     callbacks += built
@@ -164,6 +186,8 @@ def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str,
         enable_checkpointing=False, num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=run_dir,
     )
     kwargs.update(options)
+    if checkpoint is not None:  # Lightning refuses a Checkpoint callback when checkpointing is off
+        kwargs["enable_checkpointing"] = True
     trainer = cls(
         max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False, gradient_clip_val=grad_clip or None,
         enable_model_summary=any(isinstance(c, ModelSummary) for c in built),
