@@ -115,11 +115,17 @@ def _crash_at(monkeypatch: pytest.MonkeyPatch, module: type, epoch: int) -> None
     monkeypatch.setattr(module, "training_step", step)
 
 
-@pytest.mark.parametrize("module,stage", [(DemixModule, "demix"), (ClassifierModule, "refine")])
+@pytest.mark.parametrize("module,stage,extra", [
+    (DemixModule, "demix", []),
+    (ClassifierModule, "refine", []),
+    (ClassifierModule, "pretrain", ["method=erm", "stage.pretrain.epochs=5",  # with an LR scheduler to restore
+                                    "+stage.pretrain.lr_schedule={warmup_epochs: 2, milestones: [3], gamma: 0.1}"]),
+])
 def test_interrupted_stage_resumes_from_its_checkpoint_with_identical_results(
         make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-        module: type, stage: str) -> None:
-    over = [*TINY, "stage.demix.epochs=5", "stage.refine.epochs=5", "method.rho=0.5", "stage.selection.metric=ce"]
+        module: type, stage: str, extra: list[str]) -> None:
+    over = [*TINY, "stage.demix.epochs=5", "stage.refine.epochs=5", "method.rho=0.5", "stage.selection.metric=ce",
+            *extra]
     whole = run(make_cfg(*over, "checkpoint_every=0", tmp=tmp_path / "whole"), run_dir=tmp_path / "whole" / "run")
     cfg = make_cfg(*over, tmp=tmp_path / "cut")
     with monkeypatch.context() as m:
@@ -134,7 +140,7 @@ def test_interrupted_stage_resumes_from_its_checkpoint_with_identical_results(
     assert not partial.exists()  # removed once the outputs are cached
     assert resumed["stages"][stage]["selected"]["epochs_run"] == 5
     assert resumed["metrics"] == whole["metrics"]
-    for name in ("demix", "refine"):  # the stored outputs themselves are bit-identical
+    for name in resumed["stages"]:  # the stored outputs themselves are bit-identical
         a = load_stage_file(Path(whole["stages"][name]["cache"]) / "outputs.pt")
         b = load_stage_file(Path(resumed["stages"][name]["cache"]) / "outputs.pt")
         assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
