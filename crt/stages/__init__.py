@@ -68,7 +68,8 @@ def spec(stage: str, cfg: DictConfig) -> dict[str, Any]:
         return {"kind": m.augment, "space": m.get("refine_space", "source"), "train": _plain(st.augment),
                 "kwargs": _plain(m.get("augment_kwargs", {}))}
     if stage == "refine":
-        return {"train": _plain(st.refine), "lam": float(m.lam), "weighting_v": 2,  # 2: augmented losses summed / B_real "loss": m.refine_loss, "space": m.get("refine_space", "source"),
+        return {"train": _plain(st.refine), "lam": float(m.lam), "weighting_v": 2,  # 2: augmented losses summed / B_real
+                "loss": m.refine_loss, "space": m.get("refine_space", "source"),
                 "loss_kwargs": _plain(m.get("loss_kwargs", {})), "predictor": _plain(cfg.model.predictor),
                 "selection": _plain(st.selection), **numerics,
                 **({"decoupled": _plain(m.decoupled), "head": _plain(cfg.model.head)} if m.get("decoupled") else {})}
