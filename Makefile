@@ -1,4 +1,13 @@
 # crt: `make help` lists the targets.
+# PY=<python> on the command line or in the environment, or an activated virtual environment ($$VIRTUAL_ENV),
+# is used as it is: no .venv is created and nothing is installed. Otherwise `make` creates .venv and installs.
+PY_GIVEN := $(filter command line environment environment override,$(origin PY))
+ifeq ($(PY_GIVEN),)
+ifneq ($(VIRTUAL_ENV),)
+PY := $(VIRTUAL_ENV)/bin/python
+PY_GIVEN := virtualenv
+endif
+endif
 PY ?= .venv/bin/python
 PIP ?= .venv/bin/pip
 ARGS ?=
@@ -16,7 +25,12 @@ help: ## list the targets
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
-install: .venv/.installed ## create .venv and install crt with pinned torch/torchvision (CPU machine)
+ifeq ($(PY_GIVEN),)
+install: .venv/.installed ## create .venv and install crt with pinned torch/torchvision (skipped when PY= or a venv is active)
+else
+install:
+	@echo "using $(PY) as it is (PY given or virtual environment active): nothing installed"
+endif
 
 run: install ## install, then run the default job (ECRT-MP on the toy Hénon data); ARGS="key=value ..." adds overrides
 	$(PY) run.py $(ARGS)

@@ -48,8 +48,18 @@ figure-runs: install ## the toy runs behind the figures: λ sweep, ρ sweep, ref
 	$(RUNPY) sweep=rho seed=0 $(RUN_ARGS)
 	$(RUNPY) method.refine_space=feature,source seed=$(SEEDS) $(RUN_ARGS)
 
-figures: figure-runs table-s1 ## every figure as PNG and PDF under outputs/figures (runs what is missing first)
+ifeq ($(PROFILE),smoke)
+# Smoke: the same runs at debug=tiny sizes, seed 0 only (a few minutes on a CPU); every figure is marked SMOKE.
+figures: install
+	$(RUNPY) sweep=lam seed=0 debug=tiny $(RUN_ARGS)
+	$(RUNPY) sweep=rho seed=0 debug=tiny $(RUN_ARGS)
+	$(RUNPY) method.refine_space=feature,source seed=0 debug=tiny $(RUN_ARGS)
+	$(RUN_ENV) $(PY) scripts/make_tables.py table-s1 --run --output-dir $(OUTPUT_DIR) --data-dir $(CRT_DATA_DIR) --seeds 0 --extra debug=tiny $(RUN_ARGS)
+	$(RUN_ENV) $(PY) scripts/make_figures.py --output-dir $(OUTPUT_DIR) --smoke debug=tiny
+else
+figures: figure-runs table-s1 ## every figure as PNG and PDF under outputs/figures (runs what is missing first); PROFILE=smoke: tiny runs, marked SMOKE
 	$(RUN_ENV) $(PY) scripts/make_figures.py --output-dir $(OUTPUT_DIR)
+endif
 
 sweep-lam: install ## λ sweep (configs/sweep/lam.yaml) x SEEDS; SWEEP_ARGS="experiment=..." picks the setting (default: toy)
 	$(RUNPY) sweep=lam seed=$(SEEDS) $(SWEEP_ARGS)

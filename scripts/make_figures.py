@@ -24,10 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output-dir", default="outputs", help="paths.output_dir of the runs; figures go to <it>/figures")
     p.add_argument("--experiment", default=None, help="experiment the toy figure runs were launched with")
     p.add_argument("--only", nargs="*", default=None, help="figure name prefixes to draw")
+    p.add_argument("--smoke", nargs="*", default=None, metavar="KEY=VALUE",
+                   help="draw from the smoke-sized runs launched with these extra overrides (make figures PROFILE=smoke); "
+                        "every figure is then marked SMOKE")
     args = p.parse_args(argv)
+    smoke = dict(a.split("=", 1) for a in args.smoke) if args.smoke else None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        done = make_all(args.output_dir, args.experiment, args.only)
+        done = make_all(args.output_dir, args.experiment, args.only, smoke)
     except ConfigError as err:
         print(f"\nerror: {err}\n", file=sys.stderr)
         return 2

@@ -48,8 +48,17 @@ log = logging.getLogger(__name__)
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
+SMOKE_MARK = ""  # set by make_all(smoke=...): stamped on every figure drawn from smoke-sized runs
+
+
 def save(fig: plt.Figure, out_dir: str | Path, name: str) -> list[Path]:
     """`<out_dir>/<name>.png` and `.pdf`, each written to a temp file and renamed into place."""
+    if SMOKE_MARK:
+        top = fig._suptitle.get_text() if fig._suptitle is not None else ""
+        fig.suptitle(f"{SMOKE_MARK} {top}".strip(), color="darkred")
+        for ax in fig.axes:
+            if ax.get_title():
+                ax.set_title(f"{ax.get_title()} [smoke]")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -344,22 +353,28 @@ def _by_seed0(runs: Sequence[Run]) -> Run | None:
 
 
 def make_all(output_dir: str | Path = "outputs", experiment: str | None = None,
-             only: Sequence[str] | None = None) -> dict[str, list[Path]]:
+             only: Sequence[str] | None = None, smoke: Mapping[str, str] | None = None) -> dict[str, list[Path]]:
     """Every figure whose runs exist under `<output_dir>/runs`; written to `<output_dir>/figures`.
 
     The toy figures read the runs of `make figure-runs` (the default job, ECRT-MP on the Hénon toy, with
     `sweep=lam`, `sweep=rho` and `method.refine_space=feature,source`); `experiment` names an experiment
     those runs were launched with instead.
     """
+    global SMOKE_MARK
     out = Path(output_dir)
     runs_root, fig_dir = out / "runs", out / "figures"
     runs = find_runs(runs_root)
+    sm = {k: str(v) for k, v in (smoke or {}).items()}  # smoke: the runs carry these extra overrides
+    SMOKE_MARK = f"SMOKE RUN ({', '.join(f'{k}={v}' for k, v in sm.items())}): not the paper's sizes" if sm else ""
+
+    def pick(runs: Sequence[Run], required: Mapping[str, str], free: Sequence[str] = ()) -> list[Run]:
+        return where(runs, {**required, **sm}, free)
     fx = {"experiment": experiment} if experiment else {}
-    s1 = {m: where(runs, {"experiment": f"table_s1_{m}"}) for m in S1_METHODS}
+    s1 = {m: pick(runs, {"experiment": f"table_s1_{m}"}) for m in S1_METHODS}
     s1 = {m: v for m, v in s1.items() if v}
-    default_rho = [r for r in where(runs, {**fx, "sweep": "rho"}, ("method.rho",))
+    default_rho = [r for r in pick(runs, {**fx, "sweep": "rho"}, ("method.rho",))
                    if abs(float(r.config["method"]["rho"]) - float(r.config["data"].get("rho", 0.01))) < 1e-12] \
-        or [r for r in where(runs, {**fx, "sweep": "lam"}, ("method.lam",))
+        or [r for r in pick(runs, {**fx, "sweep": "lam"}, ("method.lam",))
             if abs(float(r.config["method"]["lam"]) - 1e-3) < 1e-12]
     jobs: dict[str, tuple[Callable[[], list[Path]] | None, str]] = {}
 
@@ -370,30 +385,30 @@ def make_all(output_dir: str | Path = "outputs", experiment: str | None = None,
         "Per-class F1 vs training size, extreme toy (ECRT fig. 1 analogue)"), "no Table S1 runs: make table-s1")
     t1 = {}
     for d in ("cifar100", "cifar100_r001", "tinyimagenet", "inat2019", "arxiv"):
-        grp = {m: where(runs, {"experiment": f"{d}_{m}"}) for m in ("erm", "ldam", "ecrt_1p", "ecrt_mp")}
+        grp = {m: pick(runs, {"experiment": f"{d}_{m}"}) for m in ("erm", "ldam", "ecrt_1p", "ecrt_mp")}
         grp = {m: v for m, v in grp.items() if v}
         if grp:
             t1[d] = grp
     for d, grp in t1.items():
         job(f"per_class_f1_{d}", True, lambda d=d, grp=grp: per_class_f1(
             grp, fig_dir, f"per_class_f1_{d}", f"Per-class F1 vs training size, {d} (ECRT fig. 1)"), "")
-    s7 = where(runs, {"experiment": "table_s7_1_ecrt_mp"})
+    s7 = pick(runs, {"experiment": "table_s7_1_ecrt_mp"})
     tsne_run = _by_seed0(s7) or _by_seed0(default_rho)
     job("tsne_sources", tsne_run is not None, lambda: tsne_sources(tsne_run, fig_dir, runs_root),
         "no run with a demix stage: make table-s7 or make figure-runs")
     job("mmd_augmentation", bool(default_rho), lambda: mmd_augmentation(_by_seed0(default_rho), fig_dir, runs_root),
         "no toy ECRT run: make figure-runs")
-    lam_runs = where(runs, {**fx, "sweep": "lam"}, ("method.lam",))
+    lam_runs = pick(runs, {**fx, "sweep": "lam"}, ("method.lam",))
     job("lambda_sensitivity", len({float(r.config["method"]["lam"]) for r in lam_runs}) > 1,
         lambda: lambda_sensitivity(lam_runs, fig_dir), "no λ sweep: make figure-runs")
-    feat = where(runs, {**fx, "method.refine_space": "feature"})
-    src = where(runs, {**fx, "method.refine_space": "source"})
+    feat = pick(runs, {**fx, "method.refine_space": "feature"})
+    src = pick(runs, {**fx, "method.refine_space": "source"})
     job("learning_curves", bool(feat and src), lambda: learning_curves(
         {"features z (refine_space=feature)": feat, "sources s (refine_space=source)": src}, runs, fig_dir),
         "no refine_space=feature/source runs: make figure-runs")
     job("extreme_curve", bool(s1), lambda: extreme_curve(s1, fig_dir, runs_root), "no Table S1 runs: make table-s1")
     rho_runs = {float(r.config["method"]["rho"]): r for r in sorted(
-        where(runs, {**fx, "sweep": "rho"}, ("method.rho",)), key=lambda r: -(r.seed or 0))}
+        pick(runs, {**fx, "sweep": "rho"}, ("method.rho",)), key=lambda r: -(r.seed or 0))}
     picked = [rho_runs[k] for k in sorted(rho_runs) if k in (0.0, 0.01, 1.0)]
     job("rho_sources", len(picked) > 1 and 0.0 in rho_runs, lambda: rho_sources(picked, fig_dir, runs_root),
         "no ρ sweep with ρ = 0: make figure-runs")
