@@ -334,3 +334,17 @@ def test_stage_payloads_hold_only_weights_only_types(make_cfg, tmp_path: Path) -
     with pytest.raises(pickle.UnpicklingError):  # what the loader refuses
         torch.load(tmp_path / "bad.pt", weights_only=True)
     assert not (tmp_path / "m").exists()
+
+
+def test_slurm_launcher_resubmits_a_timed_out_job_which_then_resumes() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="optional extra: pip install -e '.[slurm]'")
+    from hydra import compose, initialize_config_dir
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+
+    from tests.conftest import ROOT
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=submitit_slurm"], return_hydra_config=True)
+    assert cfg.hydra.launcher.max_num_timeout >= 1 and cfg.hydra.launcher.signal_delay_s > 0
+    assert cfg.checkpoint_every == 1  # the resubmitted job finds a checkpoint at most one epoch old
+    assert callable(getattr(BaseSubmititLauncher, "checkpoint", None))  # submitit requeues checkpointable jobs
