@@ -49,7 +49,7 @@ PAPER_EPOCHS = {"pretrain": 200, "demix": 100, "refine": 100}  # budget of the p
 TRAINED = ("pretrain", "demix", "refine")
 SIZES = {  # per-class sizes: majority, test; step ratio 0.1 gives the minority
     "full": {"data.n_per_class": 500, "data.n_max": 500, "data.n_test_per_class": 100},
-    "tiny": {"data.n_per_class": 10, "data.n_max": 10, "data.n_test_per_class": 2, "data.num_classes": 20,
+    "tiny": {"data.n_per_class": 20, "data.n_max": 20, "data.n_test_per_class": 2, "data.num_classes": 20,
              "data.encoder.width": 16},
 }
 NAIVE = ["trainer.precision=32-true", "trainer.fused=false", "trainer.compile=false", "data.encoder.channels_last=false",
