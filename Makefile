@@ -13,7 +13,7 @@ PIP ?= .venv/bin/pip
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint clean bench
+.PHONY: help install run test test-fast lint clean clean-cache bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -49,5 +49,8 @@ bench: install ## steady-state throughput + projected time per stage (ARGS="--ex
 
 clean: ## remove run folders and the stage cache (outputs/)
 	rm -rf outputs
+
+clean-cache: ## remove only the stage cache (outputs/cache): run folders, their model/ and crt.load keep working
+	rm -rf outputs/cache
 
 -include make/*.mk

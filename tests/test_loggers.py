@@ -108,7 +108,7 @@ def test_multirun_wandb_one_offline_run_per_job_and_sweep_summary(tmp_path: Path
         assert summary["test/top1"] == pytest.approx(results["metrics"]["test/top1"], rel=1e-9)
         history = {i.key or "/".join(i.nested_key) for x in recs if x.WhichOneof("record_type") == "history"
                    for i in x.history.item}
-        assert "pretrain/val/bal_acc" in history  # stage metrics prefixed by stage
+        assert {"pretrain/val/bal_acc", "pretrain/lr-Adam"} <= history  # stage metrics prefixed by stage
         assert [x.exit.exit_code for x in recs if x.WhichOneof("record_type") == "exit"] == [0]  # wandb.finish()
     assert seen == {0: "toy_henon-erm-seed0", 1: "toy_henon-erm-seed1"}
     # the sweep summary: printed, and in the sweep folder
@@ -142,9 +142,11 @@ def test_callbacks_from_config(make_cfg) -> None:
     cb = dict(make_cfg().callbacks)
     built = build_callbacks(cb, stage="refine", monitor="refine/val/bal_acc", mode="max", patience=7, bar=False,
                             has_logger=True)
-    assert [type(c) for c in built] == [EarlyStopping, ModelSummary, LearningRateMonitor]
+    assert [type(c) for c in built[:2]] == [EarlyStopping, ModelSummary]
+    assert isinstance(built[2], LearningRateMonitor) and len(built) == 3
     es = built[0]
     assert (es.monitor, es.mode, es.patience) == ("refine/val/bal_acc", "max", 7)
+    assert built[2].stage == "refine" and built[2].logging_interval == "epoch"
     built = build_callbacks(cb, stage="demix", monitor="demix/val/loss", mode="min", patience=None, bar=True,
                             has_logger=False)
     assert [type(c) for c in built] == [ModelSummary, TQDMProgressBar]  # no patience, no logger: dropped

@@ -256,6 +256,17 @@ def trainer_options(trainer_cfg: Mapping[str, Any]) -> tuple[type, dict[str, Any
     return cls, options
 
 
+class StageLearningRateMonitor(LearningRateMonitor):
+    """Lightning's LearningRateMonitor with the stage as prefix: `refine/lr-Adam`."""
+
+    def __init__(self, stage: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.stage = stage
+
+    def _extract_stats(self, trainer: pl.Trainer, interval: str) -> dict[str, float]:
+        return {f"{self.stage}/{k}": v for k, v in super()._extract_stats(trainer, interval).items()}
+
+
 def build_callbacks(callbacks_cfg: Mapping[str, Any] | None, *, stage: str, monitor: str, mode: str,
                     patience: int | None, bar: bool, has_logger: bool) -> list[Callback]:
     """The `callbacks` group's entries for one stage (each `{_target_: class, ...}`, null drops one).
@@ -293,6 +304,9 @@ def build_callbacks(callbacks_cfg: Mapping[str, Any] | None, *, stage: str, moni
             continue
         if issubclass(cls, LearningRateMonitor) and not has_logger:
             continue
+        if cls is LearningRateMonitor:  # the stage's name in front, as for every other metric (one W&B run per job)
+            node["_target_"] = f"{__name__}.StageLearningRateMonitor"
+            node["stage"] = stage
         try:
             out.append(instantiate(node))
         except Exception as err:  # noqa: BLE001 - hydra wraps the class's own errors
