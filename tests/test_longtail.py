@@ -246,3 +246,19 @@ def test_ecrt_composes_with_adjusted_losses(make_cfg, tmp_path: Path, overrides:
     cfg = res["config"]["method"]
     assert cfg["refine_loss"] in ("logit_adjust", "balanced_softmax")
     assert 0.0 <= res["metrics"]["test/top1"] <= 1.0 and math.isfinite(res["metrics"]["test/nll"])
+
+
+def test_cache_keys_share_stage_one_and_separate_every_variant(make_cfg) -> None:
+    """ERM, post-hoc and the decoupled variants share the stage-1 entry; no two variants share a refine entry
+    (a refine key that ignored refine_loss once made ecrt_mp_la/_bs silently reuse ecrt_mp's predictor)."""
+    from crt.pipeline import stage_keys
+
+    keys = {m: stage_keys(make_cfg(f"method={m}", "method.pretrain_classes=all"))
+            for m in ("erm", "logit_adjust_posthoc", "decoupled_crt", "decoupled_lws", "decoupled_tau_norm",
+                      "ecrt_mp", "ecrt_mp_la", "ecrt_mp_bs")}
+    assert len({k["pretrain"] for k in keys.values()}) == 1
+    refine = [k["refine"] for m, k in keys.items() if m != "erm"]
+    assert len(set(refine)) == len(refine)
+    assert keys["ecrt_mp"]["demix"] == keys["ecrt_mp_la"]["demix"] == keys["ecrt_mp_bs"]["demix"]
+    on_la = stage_keys(make_cfg("method=ecrt_mp", "method.pretrain_classes=all", "method.pretrain_loss=logit_adjust"))
+    assert on_la["pretrain"] == stage_keys(make_cfg("method=logit_adjust"))["pretrain"] != keys["ecrt_mp"]["pretrain"]
