@@ -34,7 +34,8 @@ class Interrupted(BaseException):
     def message(self) -> str:
         name = signal.Signals(self.signum).name
         if self.stage is None:
-            return f"interrupted by {name} before any stage ran; nothing was lost. Rerun the same command to run it."
+            return (f"interrupted by {name} outside a training stage (loading data, evaluating or writing results); "
+                    "finished stages are in the cache. Rerun the same command to complete the run.")
         where = (f"it resumes stage {self.stage} from its checkpoint after epoch {self.checkpoint_epoch}"
                  if self.checkpoint_epoch else f"it reruns stage {self.stage} from its start (no mid-stage checkpoint yet)")
         return (f"interrupted by {name} during stage {self.stage} (cache key {self.key}). Finished stages are in the "

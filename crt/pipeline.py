@@ -107,9 +107,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
                     ctx.checkpoint_dir = str(cache.partial(stage, keys[stage])) if cache.enabled else None
                     with interrupted_stage(stage, keys[stage], ctx.checkpoint_dir):
                         out = RUNNERS[stage](ctx, prev)  # every rank: the stage fits as one DDP job
-                    if ranks.is_zero:
-                        cache.save(stage, keys[stage], out, {"stage": stage, "spec": spec(stage, cfg),
-                                                             "seed": int(cfg.seed), "created": _now()})
+                        if ranks.is_zero:
+                            cache.save(stage, keys[stage], out, {"stage": stage, "spec": spec(stage, cfg),
+                                                                 "seed": int(cfg.seed), "created": _now()})
                 else:
                     log.info("stage %s: reused from cache (key %s)", stage, keys[stage])
                 ranks.barrier()  # the entry is complete before the other ranks read it

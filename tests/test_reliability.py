@@ -348,3 +348,30 @@ def test_slurm_launcher_resubmits_a_timed_out_job_which_then_resumes() -> None:
     assert cfg.hydra.launcher.max_num_timeout >= 1 and cfg.hydra.launcher.signal_delay_s > 0
     assert cfg.checkpoint_every == 1  # the resubmitted job finds a checkpoint at most one epoch old
     assert callable(getattr(BaseSubmititLauncher, "checkpoint", None))  # submitit requeues checkpointable jobs
+
+
+def test_sigterm_while_storing_a_stage_leaves_no_entry_and_the_rerun_finishes_it(
+        make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    over = [*TINY, "stage.demix.epochs=3", "stage.selection.metric=ce"]
+    whole = run(make_cfg(*over, "checkpoint_every=0", tmp=tmp_path / "whole"), run_dir=tmp_path / "whole" / "run")
+    import crt.cache
+
+    real_save = torch.save
+
+    def save(obj, f, *a, **k):  # noqa: ANN001
+        if isinstance(obj, dict) and "flow" in obj:  # the demix payload: the signal lands mid-write
+            real_save(obj, f, *a, **k)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_save(obj, f, *a, **k)
+
+    cfg = make_cfg(*over, tmp=tmp_path / "cut")
+    monkeypatch.setattr(crt.cache.torch, "save", save)
+    with pytest.raises(Interrupted) as err:
+        run(cfg, run_dir=tmp_path / "cut" / "run")
+    monkeypatch.undo()
+    assert (err.value.exit_code, err.value.stage, err.value.checkpoint_epoch) == (143, "demix", 3)
+    demix = Path(cfg.paths.cache_dir) / "demix"
+    assert not (demix / stage_keys(cfg)["demix"]).exists() and not list(demix.glob(".*.tmp*"))
+    again = run(cfg, run_dir=tmp_path / "cut" / "run")  # resumes from the checkpoint after the last epoch
+    assert again["stages"]["pretrain"]["reused"] and not again["stages"]["demix"]["reused"]
+    assert again["metrics"] == whole["metrics"]
