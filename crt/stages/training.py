@@ -180,7 +180,7 @@ def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str,
     if mode_p == "lines":
         callbacks.append(EpochLine(stage))
     if any(isinstance(c, ModelSummary) for c in built):
-        logging.getLogger("lightning.pytorch.callbacks.model_summary").setLevel(logging.INFO)
+        _show_model_summaries()
     cls, options = trainer_options(trainer_cfg)
     kwargs: dict[str, Any] = dict(
         enable_checkpointing=False, num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=run_dir,
@@ -194,6 +194,18 @@ def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str,
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in built), **kwargs,
     )
     return trainer, keep
+
+
+def _show_model_summaries() -> None:
+    """Lightning logs the model summary at INFO, below the level crt sets for Lightning: print it, once."""
+    lg = logging.getLogger("lightning.pytorch.callbacks.model_summary")
+    lg.setLevel(logging.INFO)
+    if not any(getattr(h, "_crt", False) for h in lg.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._crt = True  # type: ignore[attr-defined]
+        lg.addHandler(handler)
+    lg.propagate = False  # not a second time through Lightning's or Hydra's handlers
 
 
 def _plain(node: Any) -> Any:
