@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["erm", "iw", "focal", "ldam", "ldam_drw", "vat", "gan", "smote", "crt", "ecrt_1p", "ecrt_mp",
-           "ecrt_mp_ldam"]
+METHODS = ["erm", "iw", "focal", "ldam", "ldam_drw", "logit_adjust", "vat", "gan", "smote", "crt", "ecrt_1p",
+           "ecrt_mp", "ecrt_mp_ldam"]
 LABELS = {"erm": "ERM", "iw": "IW", "focal": "FOCAL", "ldam": "LDAM", "ldam_drw": "LDAM-DRW", "vat": "VAT",
           "gan": "GAN", "smote": "SMOTE", "crt": "CRT", "ecrt_1p": "ECRT-1P", "ecrt_mp": "ECRT-MP",
-          "ecrt_mp_ldam": "ECRT-MP + LDAM"}
+          "ecrt_mp_ldam": "ECRT-MP + LDAM", "logit_adjust": "LA", "balanced_softmax": "BALANCED SOFTMAX"}
 # (results.json key, column title, shown in percent)
 COLUMNS = [("test/top1", "top-1 (%)", True), ("test/nll", "NLL", False), ("test/macro_f1", "macro-F1 (%)", True),
-           ("test/minority_f1", "minority F1 (%)", True)]
+           ("test/minority_f1", "minority F1 (%)", True), ("test/minority_acc", "minority recall (%)", True)]
 
 
 def run_one(method: str, seed: int, overrides: Sequence[str], threads: int | None) -> tuple[Path | None, str]:

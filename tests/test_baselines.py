@@ -294,3 +294,19 @@ def test_baseline_runs_on_mnist(name: str, make_cfg, tmp_path: Path) -> None:
     res = _run(make_cfg, tmp_path, "data=mnist", f"paths.data_dir={MNIST_DIR}", "debug=tiny", "logger=none",
                "data.n_max=600", *_method(name))
     assert res["dataset"] == "mnist" and res["method"] == name
+
+
+def test_methods_table_mean_and_sample_std_per_method() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("methods_table", ROOT / "scripts" / "methods_table.py")
+    mt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mt)
+    metrics = {"test/top1": 0.5, "test/nll": 1.0, "test/macro_f1": 0.4, "test/minority_f1": 0.2, "test/minority_acc": 0.1}
+    runs = {"ldam": [{"seed": 1, "metrics": {**metrics, "test/minority_acc": 0.3}}, {"seed": 0, "metrics": metrics}],
+            "erm": [{"seed": 0, "metrics": {"test/top1": 0.7}}]}
+    lines = mt.markdown_table(runs, ["erm", "ldam"]).splitlines()
+    assert lines[0] == ("| method | seeds | top-1 (%) | NLL | macro-F1 (%) | minority F1 (%) | minority recall (%) |")
+    assert lines[2] == "| ERM | 0 | 70.00 ± 0.00 | – | – | – | – |"  # missing metrics are dashes, never 0
+    # minority recall 10 % and 30 %: mean 20, sample std sqrt(((10-20)^2 + (30-20)^2) / 1) = 14.14
+    assert lines[3] == "| LDAM | 0,1 | 50.00 ± 0.00 | 1.000 ± 0.000 | 40.00 ± 0.00 | 20.00 ± 0.00 | 20.00 ± 14.14 |"
