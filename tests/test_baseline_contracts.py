@@ -188,7 +188,7 @@ def test_smote_samples_fall_inside_the_minority_support() -> None:
 
 @pytest.mark.slow
 def test_gan_samples_fall_inside_the_minority_support() -> None:
-    """A smaller GAN than the pipeline's default (hidden 128, 600 steps of batch 128: about 5 s a seed).
+    """A smaller GAN than the pipeline's default (hidden 128, 600 steps of batch 128: 8-12 s a seed on a shared CPU).
     Measured: all 200 samples nearer to the minority on every seed; within its gap 1.0 / 0.99 / 1.0."""
     for seed in SEEDS:
         x, y = _separated_blobs(seed)
