@@ -53,11 +53,13 @@ class ClassifierModule(pl.LightningModule):
         self._compiled: Compiled | None = None
         self.compile = compile  # trainer.compile: false | true | default | reduce-overhead | max-autotune
         self._extra_stream: TensorBatches | None = None
+        self._extra_step = 0  # batches drawn from the extra stream (restarts at the global step on resume)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
     def on_train_start(self) -> None:
+        self._extra_step = self.global_step  # after a checkpoint restore: continue the extra stream there
         static = static_batches(self.trainer.train_dataloader) and (
             self._extra_stream is None or static_batches(self._extra_stream))
         self._compiled = Compiled(self.net, compile_mode(self.compile), device=self.device, static_shapes=static,
@@ -69,7 +71,7 @@ class ClassifierModule(pl.LightningModule):
 
     def train_dataloader(self) -> TensorBatches:
         x, y, w = (t.to(self.device) for t in self.train_data)
-        self._extra_stream = None
+        self._extra_stream, self._extra_step = None, 0
         if self.extra is not None and len(self.extra[0]) and self.extra_batch > 0:
             ex = tuple(t.to(self.device) for t in self.extra)
             self._extra_stream = TensorBatches(*ex, batch_size=self.extra_batch, seed=self.seed + 1,
@@ -82,11 +84,12 @@ class ClassifierModule(pl.LightningModule):
         return TensorBatches(x, y, batch_size=max(self.batch_size, 1024), shuffle=False)
 
     def _next_extra(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The extra (augmented) stream's batch for this step: it cycles independently of the real one, indexed
-        by the global step so that a resumed run continues it where it stopped."""
+        """The extra (augmented) stream's next batch: it cycles independently of the real one; batch k of the
+        endless stream is a function of k, so a resumed run (k = the restored global step) continues it."""
         if self._extra_stream is None:
             return None
-        return self._extra_stream.batch_at(self.global_step)
+        self._extra_step += 1
+        return self._extra_stream.batch_at(self._extra_step - 1)
 
     def on_train_epoch_start(self) -> None:
         self.loss_fn.on_epoch(self.current_epoch, self.trainer.max_epochs or 1)
