@@ -41,11 +41,10 @@ def _arch(cfg: DictConfig, split: Any, stages: list[str], outputs: Mapping[str, 
 
     plain = OmegaConf.to_container(cfg, resolve=True)
     m, data, model, st = plain["method"], plain["data"], plain["model"], plain["stage"]
-    kwargs = m.get("loss_kwargs") or {}
     counts = split.train_counts
 
-    def head_info(loss: str) -> dict[str, Any]:
-        lo = build_loss(loss_name(split, loss), counts, **kwargs)
+    def head_info(loss: str, kwargs: dict[str, Any] | None) -> dict[str, Any]:
+        lo = build_loss(loss_name(split, loss), counts, **(kwargs or {}))
         return {"cosine": bool(lo.cosine_head), "logit_scale": float(lo.logit_scale)}
 
     d = int(data["feature_dim"])
@@ -54,7 +53,7 @@ def _arch(cfg: DictConfig, split: Any, stages: list[str], outputs: Mapping[str, 
         "input_dim": int(split.input_dim), "feature_dim": d, "num_classes": int(split.num_classes),
         "multilabel": bool(split.multilabel), "stages": stages,
         "encoder": data["encoder"],
-        "head": {"hidden": list(model["head"]["hidden"]), **head_info(m["pretrain_loss"])},
+        "head": {"hidden": list(model["head"]["hidden"]), **head_info(m["pretrain_loss"], m.get("pretrain_loss_kwargs"))},
         "last": "refine" if "refine" in stages else "pretrain",
         "space": m.get("refine_space", "source") if "refine" in stages else "feature",
     }
@@ -62,8 +61,9 @@ def _arch(cfg: DictConfig, split: Any, stages: list[str], outputs: Mapping[str, 
         fl = st["demix"]["flow"]
         arch["flow"] = {k: fl[k] for k in ("blocks", "hidden", "made_layers", "batch_norm")}
         arch["prior"] = {"kind": m["prior"]}
-    if "refine" in stages:
-        arch["predictor"] = {"hidden": list(model["predictor"]["hidden"]), **head_info(m["refine_loss"])}
+    if "refine" in stages and not m.get("decoupled"):
+        arch["predictor"] = {"hidden": list(model["predictor"]["hidden"]),
+                             **head_info(m["refine_loss"], m.get("refine_loss_kwargs"))}
     if "refine" in stages and m.get("decoupled"):  # cRT / LWS / tau-norm / post-hoc on the stage-1 head
         out = outputs["refine"]
         kind = m["decoupled"]["kind"]

@@ -3,36 +3,40 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import crt
 from crt import tracking
 from crt.cache import StageCache
-from crt.config import validate
-from crt.data import build_split
-from crt.distributed import setup as setup_ranks
+from crt.config import RunConfig, validate
+from crt.data import Split, build_split
 from crt.data.validate import check_split
+from crt.distributed import setup as setup_ranks
 from crt.errors import ConfigError
 from crt.export import save_model
 from crt.interrupt import Interrupted, signals_raise
 from crt.metrics import classification_metrics
-from crt.stages import RUNNERS, Context, spec
-from crt.stages.training import training_key
+from crt.registry import as_dict
+from crt.stages import RUNNERS, Context
 from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
 for _noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
-CACHE_VERSION = 2  # bump when stage outputs change meaning (2: LDAM logits scaled by s)
+CACHE_VERSION = 3  # bump when stage outputs change meaning (2: LDAM logits scaled by s; 3: typed stage configs)
+PACKAGE = Path(crt.__file__).resolve().parent
 
 
 def pick_device(trainer_cfg: DictConfig) -> torch.device:
@@ -58,19 +62,62 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def stage_keys(cfg: DictConfig) -> dict[str, str]:
-    """Cache key of every stage: its spec, the keys of the stages before it, the seed."""
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """crt's version and a hash of the source of every module a stage can run (crt/**/*.py but crt/report/)."""
+    h = hashlib.sha256()
+    for f in sorted(PACKAGE.rglob("*.py")):
+        rel = f.relative_to(PACKAGE).as_posix()
+        if rel.startswith("report/"):
+            continue
+        h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+    return f"{crt.__version__}+{h.hexdigest()[:16]}"
+
+
+def data_fingerprint(split: Split) -> str:
+    """Hash of the data every stage reads: the split's tensors (so of what the loader read, after the protocol)."""
+    h = hashlib.sha256()
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "counts", "majority"):
+        t = getattr(split, name).detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def stage_keys(run_cfg: RunConfig, data_fp: str, code: str | None) -> dict[str, str]:
+    """Cache key of every stage: its typed config, the data config and fingerprint, the keys of the stages before
+    it, the seed and the code version (code=None: the code-free key, for `cache.allow_other_code`)."""
     keys: dict[str, str] = {}
-    extra = training_key(cfg)  # non-default callbacks / Trainer options that change training (else None)
-    for stage in cfg.method.stages:
-        keys[stage] = stable_hash({"stage": stage, "spec": spec(stage, cfg), "inputs": dict(keys),
-                                   "seed": int(cfg.seed), "v": CACHE_VERSION, **({"training": extra} if extra else {})})
+    data = {"config": as_dict(run_cfg.data), "fingerprint": data_fp}
+    for stage, config in run_cfg.stages.items():
+        keys[stage] = stable_hash({"stage": stage, "config": as_dict(config), "data": data, "inputs": dict(keys),
+                                   "seed": run_cfg.seed, "code": code, "v": CACHE_VERSION,
+                                   **({"training": run_cfg.training} if run_cfg.training else {})})
     return keys
+
+
+def keys_for(cfg: DictConfig) -> dict[str, str]:
+    """The cache keys `run(cfg)` will use (reads the data to fingerprint it)."""
+    run_cfg = validate(cfg)
+    split = build_split(cfg.data, str(cfg.paths.data_dir))
+    return stage_keys(run_cfg, data_fingerprint(split), code_version())
+
+
+def _other_code_entry(cache: StageCache, stage: str, free_key: str) -> str | None:
+    """Key of a cache entry of `stage` with the same code-free key (written by other code), if one exists."""
+    folder = cache.root / stage
+    if not folder.is_dir():
+        return None
+    for entry in sorted(folder.iterdir()):
+        meta = cache.meta(stage, entry.name) if entry.is_dir() else None
+        if meta and meta.get("code_free_key") == free_key and (entry / "outputs.pt").exists():
+            return entry.name
+    return None
 
 
 def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Execute every stage of cfg.method (reusing cached ones), evaluate and write `<run_dir>/results.json`."""
-    validate(cfg)
+    run_cfg = validate(cfg)
     ranks = setup_ranks(cfg)  # under torchrun/srun: every rank trains, rank 0 alone writes
     run_dir = Path(run_dir or cfg.paths.get("run_dir") or Path(cfg.paths.output_dir) / "runs" / "manual")
     results_path = run_dir / "results.json"
@@ -82,46 +129,63 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
     if done is not None:
         log.info("already complete, skipping: %s", results_path)
         return done
-    with signals_raise(), run_lock(run_dir) if ranks.is_zero else nullcontext(), tracking.job(cfg, run_dir) as job:  # job's loggers
+    with signals_raise(), run_lock(run_dir) if ranks.is_zero else nullcontext(), \
+            tracking.job(cfg, run_dir) as job:  # job's loggers
         t_start = time.perf_counter()
         seed_everything(int(cfg.seed))
         split = build_split(cfg.data, str(cfg.paths.data_dir))
         check_split(split, cfg)
         log.info(split.summary())
-        ctx = Context(cfg=cfg, split=split, run_dir=str(run_dir), device=pick_device(cfg.trainer), progress=progress)
-        cache = StageCache(cfg.paths.cache_dir, enabled=bool(cfg.get("cache", True)))
-        keys = stage_keys(cfg)
+        ctx = Context.from_cfg(cfg, split, str(run_dir), device=pick_device(cfg.trainer), progress=progress)
+        ctx.checkpoint_every = int(cfg.get("checkpoint_every", 1) or 0)
+        cache = StageCache(cfg.paths.cache_dir, enabled=run_cfg.cache.enabled)
+        data_fp, code = data_fingerprint(split), code_version()
+        keys = stage_keys(run_cfg, data_fp, code)
+        free_keys = stage_keys(run_cfg, data_fp, None)
         prev: dict[str, dict[str, Any]] = {}
         stages: dict[str, dict[str, Any]] = {}
-        ctx.checkpoint_every = int(cfg.get("checkpoint_every", 1) or 0)
-        for stage in cfg.method.stages:
+        for stage, stage_cfg in run_cfg.stages.items():
             t0 = time.perf_counter()
             if ctx.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
+            key, other = keys[stage], None
             with cache.lock(stage, keys[stage]) if ranks.is_zero else nullcontext():
-                out = cache.load(stage, keys[stage]) if ranks.is_zero else None
+                out = cache.load(stage, key) if ranks.is_zero else None
+                if out is None and ranks.is_zero and cache.enabled and run_cfg.cache.allow_other_code:
+                    found = _other_code_entry(cache, stage, free_keys[stage])
+                    out = cache.load(stage, found) if found else None
+                    if out is not None:
+                        other = {"key": found, "code_version": (cache.meta(stage, found) or {}).get("code_version")}
+                        key = found
+                        log.warning("stage %s: reusing cache entry %s written by other code (%s; this code is %s) "
+                                    "because cache.allow_other_code=true", stage, found, other["code_version"], code)
                 reused = ranks.broadcast(out is not None)  # rank 0 decides for all
+                key = ranks.broadcast(key)
                 if not reused:
-                    log.info("stage %s: training (key %s)", stage, keys[stage])
-                    seed_everything(int(cfg.seed) + len(prev))
-                    ctx.checkpoint_dir = str(cache.partial(stage, keys[stage])) if cache.enabled else None
-                    with interrupted_stage(stage, keys[stage], ctx.checkpoint_dir):
-                        out = RUNNERS[stage](ctx, prev)  # every rank: the stage fits as one DDP job
+                    log.info("stage %s: training (key %s)", stage, key)
+                    seed_everything(run_cfg.seed + len(prev))
+                    ctx.checkpoint_dir = str(cache.partial(stage, key)) if cache.enabled else None
+                    with interrupted_stage(stage, key, ctx.checkpoint_dir):
+                        out = RUNNERS[stage](ctx, stage_cfg, prev)  # every rank: the stage fits as one DDP job
                         if ranks.is_zero:
-                            cache.save(stage, keys[stage], out, {"stage": stage, "spec": spec(stage, cfg),
-                                                                 "seed": int(cfg.seed), "created": _now()})
+                            cache.save(stage, key, out, {"stage": stage, "config": as_dict(stage_cfg),
+                                                         "seed": run_cfg.seed, "data_fingerprint": data_fp,
+                                                         "code_version": code, "code_free_key": free_keys[stage],
+                                                         "created": _now()})
                 else:
-                    log.info("stage %s: reused from cache (key %s)", stage, keys[stage])
+                    log.info("stage %s: reused from cache (key %s)", stage, key)
                 ranks.barrier()  # the entry is complete before the other ranks read it
             if not ranks.is_zero and (reused or cache.enabled):
-                out = _read_rank_zero_entry(cache, stage, keys[stage])
+                out = _read_rank_zero_entry(cache, stage, key)
             prev[stage] = out
-            stages[stage] = {"seconds": round(time.perf_counter() - t0, 3), "reused": reused, "key": keys[stage],
-                             "cache": str(cache.folder(stage, keys[stage])), "selected": out.get("selected"),
+            stages[stage] = {"seconds": round(time.perf_counter() - t0, 3), "reused": reused, "key": key,
+                             "cache": str(cache.folder(stage, key)), "selected": out.get("selected"),
                              "n_train": int(out.get("n_train", 0))}
+            if other is not None:
+                stages[stage]["other_code"] = other
             if ctx.device.type == "cuda":
                 stages[stage]["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        last = [s for s in cfg.method.stages if "logits_test" in prev[s]][-1]
+        last = [s for s in run_cfg.stages if "logits_test" in prev[s]][-1]
         tc = split.train_counts
         if split.multilabel:
             from crt.metrics.multilabel import multilabel_metrics as evaluate
@@ -133,11 +197,13 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
         metrics.update({k: v for k, v in val_metrics.items() if k in ("val/bal_acc", "val/nll", "val/top1")})
         from crt.diagnostics import run_diagnostics  # source recovery / dependence / augmentation quality
 
-        diagnostics = run_diagnostics(split, prev, str(cfg.method.get("refine_space", "source")))
+        refine = run_cfg.stages.get("refine")
+        diagnostics = run_diagnostics(split, prev, refine.space if refine is not None else "source")
         results = {
             "name": f"{cfg.data.name}-{cfg.method.name}",
             "dataset": str(cfg.data.name), "method": str(cfg.method.name), "seed": int(cfg.seed),
-            "data_seed": int(cfg.data.get("data_seed", 0)), "git_sha": git_sha(), "created": _now(),
+            "data_seed": run_cfg.data.protocol.data_seed, "git_sha": git_sha(), "code_version": code,
+            "data_fingerprint": data_fp, "cache_allow_other_code": run_cfg.cache.allow_other_code, "created": _now(),
             "run_dir": str(run_dir), "seconds": round(time.perf_counter() - t_start, 3), "world_size": ranks.world,
             "stages": stages, "metrics": metrics, "per_class": per_class, "diagnostics": diagnostics,
             "data": {"counts": split.counts.tolist(), "train_counts": tc.tolist(),

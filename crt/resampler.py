@@ -125,7 +125,8 @@ class CausalResampler(BaseOverSampler):
                   oversampled: set[int]) -> tuple[torch.nn.Module, torch.Tensor]:
         """Train flow, critic and prior on (z, y) by the demix objective; sources s = f(z) in eval mode."""
         from crt.models import build_maf, calibrate_batchnorm
-        from crt.stages.modules import DemixModule, make_optimizer
+        from crt.stages.configs import CriticSpec
+        from crt.stages.modules import DemixData, DemixModule, DemixObjective, Optim, make_optimizer
 
         keep = torch.ones(len(y), dtype=torch.bool)
         if self.flow_classes == "majority":
@@ -136,9 +137,11 @@ class CausalResampler(BaseOverSampler):
         zf, yf = z[keep], y[keep]
         d = z.shape[1]
         flow = build_maf(d, int(self.flow_blocks), int(self.flow_hidden), 2, True)
-        module = DemixModule(flow, d, num_classes, loss=self.loss, prior=self.prior, rho=float(self.rho),
-                             critic_hidden=int(self.critic_hidden), train=(zf, yf), val=(zf, yf),
-                             batch_size=int(self.batch_size), lr=float(self.lr))
+        critic = CriticSpec(hidden=int(self.critic_hidden), embed_dim=None, normalize=True, negatives="batch",
+                            exclude_true=False, clamp=(-5.0, 15.0), impl="batched")
+        module = DemixModule(flow, num_classes, DemixData(train=(zf, yf), val=(zf, yf)),
+                             DemixObjective(self.loss, self.prior, float(self.rho), critic),
+                             Optim(lr=float(self.lr), batch_size=int(self.batch_size)))
         opt = make_optimizer("adam", module.parameters(), float(self.lr), 0.0)
         g = torch.Generator().manual_seed(int(torch.initial_seed()) % (2**31))
         bs = min(int(self.batch_size), len(zf))

@@ -22,25 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
-def sweep_runs(folder: str | Path) -> list[Any]:
-    """The runs a sweep folder lists in jobs.jsonl (each folder once, in launch order)."""
-    from crt.report.tables import Run, _read_overrides
-
-    folders: list[str] = []
-    for line in (Path(folder) / "jobs.jsonl").read_text().splitlines():
-        if line.strip():
-            f = json.loads(line)["run_dir"]
-            if f not in folders:
-                folders.append(f)
-    runs = []
-    for f in map(Path, folders):
-        res = None
-        if (f / "results.json").exists():
-            res = json.loads((f / "results.json").read_text())
-        runs.append(Run(f, _read_overrides(f), res))
-    return runs
-
-
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(str(config.paths.output_dir)) / "sweeps"
@@ -66,7 +47,7 @@ class SweepSummary(Callback):
         os.environ.pop("CRT_SWEEP", None)
         if not folder:
             return
-        from crt.report.summary import write_summary
+        from crt.report.summary import sweep_runs, write_summary
 
         runs = sweep_runs(folder)
         df, md = write_summary(runs, folder, title=f"Sweep {Path(folder).name}")

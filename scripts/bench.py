@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or ("full" if device == "cuda" else "tiny")
     register_resolvers()
 
-    common = ["logger=none", "cache=false", "skip_completed=false", "progress=false",
+    common = ["logger=none", "cache.enabled=false", "skip_completed=false", "progress=false",
               *(f"stage.{s}.epochs={args.epochs}" for s in TRAINED), *(f"stage.{s}.patience=null" for s in TRAINED)]
     if args.experiment:
         base = [f"experiment={args.experiment}"]

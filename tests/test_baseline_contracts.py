@@ -24,7 +24,7 @@ from crt.data.base import Split
 from crt.losses import LOSSES, build_loss
 from crt.losses.imbalance import _kl
 from crt.models.mlp import build_predictor
-from crt.stages import _sampler_weights
+from crt.registry import SAMPLERS
 from crt.stages.training import TensorBatches
 
 SEEDS = (0, 1, 2)
@@ -208,7 +208,7 @@ def test_balanced_sampler_draws_classes_uniformly() -> None:
     x = torch.randn(len(y), 2)
     split = Split(x_train=x, y_train=y, x_val=x[:0], y_val=y[:0], x_test=x[:0], y_test=y[:0], num_classes=3,
                   counts=torch.bincount(y), majority=torch.tensor([True, False, False]))
-    batches = TensorBatches(x, y, batch_size=256, seed=0, weights=_sampler_weights(split, y, "balanced"))
+    batches = TensorBatches(x, y, batch_size=256, seed=0, weights=SAMPLERS.get("balanced")(split, y))
     total = torch.zeros(3)
     for _ in range(20):
         drawn = torch.cat([b[1] for b in batches])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from crt.data import LOADERS, apply_protocol, build_split
+from crt.data import apply_protocol, build_split
 from crt.data.arxiv import build_arxiv, choose_categories, load_arxiv
 from crt.data.cifar import load_cifar10, load_cifar100
 from crt.data.features import load_features
@@ -162,10 +162,6 @@ def write_features_npz(path: Path, m: int = 4, per_class: int = 30, d: int = 6, 
 
 
 # --- CIFAR ----------------------------------------------------------------------------------------
-
-
-def test_registered() -> None:
-    assert {"cifar10", "cifar100", "tinyimagenet", "inat2019", "arxiv", "features"} <= set(LOADERS)
 
 
 def test_cifar100_reads_official_pickles(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from crt.pipeline import run
 def test_ddp_sim_runs_all_stages_with_the_same_metric_keys(make_cfg, tmp_path: Path) -> None:
     tiny = ["debug=tiny", "data.n_per_class=300", "data.n_test_per_class=50", "logger=none"]
     single = run(make_cfg(*tiny, "trainer=cpu"), run_dir=tmp_path / "single")
-    ddp = run(make_cfg(*tiny, "trainer=ddp_sim", "cache=false"), run_dir=tmp_path / "ddp")
+    ddp = run(make_cfg(*tiny, "trainer=ddp_sim", "cache.enabled=false"), run_dir=tmp_path / "ddp")
     assert list(ddp["stages"]) == ["pretrain", "demix", "augment", "refine"]
     assert set(ddp["metrics"]) == set(single["metrics"])
     for k, v in ddp["metrics"].items():

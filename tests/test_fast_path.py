@@ -14,7 +14,8 @@ from crt.errors import ConfigError
 from crt.pipeline import run
 from crt.stages import accel
 from crt.stages.accel import Compiled, compile_mode, count_host_syncs, running_mean, static_batches
-from crt.stages.modules import ClassifierModule, DemixModule
+from crt.stages.configs import CriticSpec
+from crt.stages.modules import ClassifierModule, DemixData, DemixModule, DemixObjective
 from crt.stages.training import TensorBatches
 
 
@@ -127,7 +128,10 @@ def test_demix_likelihood_stays_fp32_under_bf16_autocast() -> None:
 
     torch.manual_seed(0)
     z, y = torch.randn(64, 4) * 3, torch.randint(0, 3, (64,))
-    m = DemixModule(build_maf(4, 2, 16, 1, False), 4, 3, rho=1e-2, critic_hidden=8, train=(z, y), val=(z, y))
+    critic = CriticSpec(hidden=8, embed_dim=None, normalize=True, negatives="batch", exclude_true=False,
+                        clamp=(-5.0, 15.0), impl="batched")
+    m = DemixModule(build_maf(4, 2, 16, 1, False), 3, DemixData(train=(z, y), val=(z, y)),
+                    DemixObjective(rho=1e-2, critic=critic))
     ref = m.objective(z, y)["nll"]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = m.objective(z, y)

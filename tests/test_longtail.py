@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,6 +21,7 @@ from crt.losses.adjusted import log_prior, posthoc_adjust
 from crt.models import build_encoder
 from crt.models.mlp import build_predictor
 from crt.pipeline import run
+from crt.config import resolve
 from crt.stages import RUNNERS, Context
 from crt.stages.decoupled import DecoupledOptions, ScaledHead, TauNormHead, tau_normalised_weight
 from crt.stages.schedule import LRSchedule
@@ -26,6 +29,20 @@ from crt.stages.schedule import LRSchedule
 TINY = ["debug=tiny", "data.n_per_class=200", "data.n_test_per_class=50", "data.input_dim=8", "data.ratio=0.1"]
 LOGITS = torch.tensor([[2.0, 1.0, 0.5], [0.1, 0.3, -1.0], [1.0, 1.0, 1.0], [-2.0, 0.0, 3.0]])
 Y = torch.tensor([0, 1, 2, 1])
+
+
+@dataclass
+class _Ctx:
+    """A composed config with its split (the tests read cfg and split; the stages read typed configs)."""
+
+    cfg: Any
+    split: Any
+    run_dir: str
+
+
+def _run(ctx: _Ctx, stage: str, prev: dict) -> dict:
+    c = Context.from_cfg(ctx.cfg, ctx.split, ctx.run_dir, progress=False)
+    return RUNNERS[stage](c, resolve(ctx.cfg).stages[stage], prev)
 
 
 def _ce_by_hand(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -133,12 +150,12 @@ def test_schedule_drives_the_optimizer_each_epoch(make_cfg, tmp_path: Path) -> N
         trainer.callbacks.append(Spy())
         return trainer, keep
 
-    import crt.stages as stages
+    import crt.stages.common as stages
 
     stages.make_trainer = spying
     try:
         sp = build_split(cfg.data, str(cfg.paths.data_dir))
-        RUNNERS["pretrain"](Context(cfg, sp, str(tmp_path), progress=False), {})
+        _run(_Ctx(cfg, sp, str(tmp_path)), "pretrain", {})
     finally:
         stages.make_trainer = orig
     # warm-up 0.1 * 1/2, 0.1 * 2/2, then epoch 2 >= milestone 2: 0.1 * 0.1
@@ -147,18 +164,18 @@ def test_schedule_drives_the_optimizer_each_epoch(make_cfg, tmp_path: Path) -> N
 
 # --- decoupled classifiers --------------------------------------------------------------------------------------
 
-def _pretrained(make_cfg, tmp_path: Path, method: str, *extra: str) -> tuple[Context, dict]:
+def _pretrained(make_cfg, tmp_path: Path, method: str, *extra: str) -> tuple[_Ctx, dict]:
     cfg = make_cfg(f"method={method}", *TINY, *extra)
     sp = build_split(cfg.data, str(cfg.paths.data_dir))
-    ctx = Context(cfg, sp, str(tmp_path), progress=False)
+    ctx = _Ctx(cfg, sp, str(tmp_path))
     torch.manual_seed(0)
-    return ctx, {"pretrain": RUNNERS["pretrain"](ctx, {})}
+    return ctx, {"pretrain": _run(ctx, "pretrain", {})}
 
 
 def test_crt_keeps_encoder_bit_identical_and_retrains_classifier(make_cfg, tmp_path: Path) -> None:
     ctx, prev = _pretrained(make_cfg, tmp_path, "decoupled_crt", "stage.refine.epochs=3")
     before = copy.deepcopy(prev["pretrain"])
-    out = RUNNERS["refine"](ctx, prev)
+    out = _run(ctx, "refine", prev)
     for k, v in before["encoder"].items():
         assert torch.equal(prev["pretrain"]["encoder"][k], v), k
     for k in ("z_train", "z_val", "z_test"):
@@ -174,7 +191,7 @@ def test_crt_keeps_encoder_bit_identical_and_retrains_classifier(make_cfg, tmp_p
 
 def test_lws_learns_only_per_class_scales(make_cfg, tmp_path: Path) -> None:
     ctx, prev = _pretrained(make_cfg, tmp_path, "decoupled_lws", "stage.refine.epochs=3", "stage.refine.lr=0.05")
-    out = RUNNERS["refine"](ctx, prev)
+    out = _run(ctx, "refine", prev)
     head = prev["pretrain"]["head"]
     pred = out["predictor"]
     assert set(pred) == {f"head.{k}" for k in head} | {"scales"}
@@ -203,14 +220,14 @@ def test_tau_norm_by_hand() -> None:
 
 def test_tau_norm_and_posthoc_runs_pick_and_apply_tau(make_cfg, tmp_path: Path) -> None:
     ctx, prev = _pretrained(make_cfg, tmp_path, "decoupled_tau_norm")
-    out = RUNNERS["refine"](ctx, prev)
+    out = _run(ctx, "refine", prev)
     tau = out["tau"]
     assert tau in DecoupledOptions.parse({"kind": "tau_norm"}).tau_grid and out["n_train"] == 0
     base = build_predictor(prev["pretrain"]["z_test"].shape[1], ctx.split.num_classes, list(ctx.cfg.model.head.hidden))
     base.load_state_dict(prev["pretrain"]["head"])
     torch.testing.assert_close(out["logits_test"], TauNormHead(base, tau)(prev["pretrain"]["z_test"]).detach())
-    ctx2 = Context(make_cfg("method=logit_adjust_posthoc", *TINY), ctx.split, str(tmp_path), progress=False)
-    post = RUNNERS["refine"](ctx2, prev)
+    ctx2 = _Ctx(make_cfg("method=logit_adjust_posthoc", *TINY), ctx.split, str(tmp_path))
+    post = _run(ctx2, "refine", prev)
     counts = ctx.split.train_counts  # pretrain_classes=all: the prior of stage 1's training set
     assert post["tau"] == 1.0
     torch.testing.assert_close(post["logits_test"], prev["pretrain"]["logits_test"] - log_prior(counts))
@@ -251,7 +268,10 @@ def test_ecrt_composes_with_adjusted_losses(make_cfg, tmp_path: Path, overrides:
 def test_cache_keys_share_stage_one_and_separate_every_variant(make_cfg) -> None:
     """ERM, post-hoc and the decoupled variants share the stage-1 entry; no two variants share a refine entry
     (a refine key that ignored refine_loss once made ecrt_mp_la/_bs silently reuse ecrt_mp's predictor)."""
-    from crt.pipeline import stage_keys
+    from crt.pipeline import stage_keys as keys_of
+
+    def stage_keys(cfg):  # noqa: ANN001, ANN202 - one data fingerprint and code version for all
+        return keys_of(resolve(cfg), "data", "code")
 
     keys = {m: stage_keys(make_cfg(f"method={m}", "method.pretrain_classes=all"))
             for m in ("erm", "logit_adjust_posthoc", "decoupled_crt", "decoupled_lws", "decoupled_tau_norm",

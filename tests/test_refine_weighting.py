@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from crt.losses import build_loss
-from crt.stages.modules import ClassifierModule
+from crt.stages.modules import ClassifierData, ClassifierModule, Optim
 
 
 def _ce(logits: list[float], y: int) -> float:
@@ -27,9 +27,9 @@ def _module(w: list[float], extra_weight: float) -> ClassifierModule:
     y = torch.tensor([0, 0, 1, 1])
     x_aug, y_aug = torch.tensor([[0.5, 0.0], [0.0, 2.0]]), torch.tensor([1, 1])
     loss = build_loss("ce", torch.tensor([2, 2]))
-    return ClassifierModule(net, loss, 2, prefix="refine", train=(x, y, torch.tensor(w)),
-                            val=(x, y), extra=(x_aug, y_aug), extra_weight=extra_weight, extra_batch=1,
-                            batch_size=4)
+    data = ClassifierData(train=(x, y, torch.tensor(w)), val=(x, y), extra=(x_aug, y_aug), extra_weight=extra_weight,
+                          extra_batch=1)
+    return ClassifierModule(net, loss, 2, data, Optim(batch_size=4), prefix="refine")
 
 
 REAL = [_ce([2, 0], 0), _ce([0, 1], 0), _ce([1, 1], 1), _ce([0, 3], 1)]

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crt.augment.source import register_augmenter
-from crt.errors import ConfigError
+from crt.registry import AUGMENTERS
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +24,23 @@ def _empty(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.new_zeros((0, *x.shape[1:])), torch.zeros(0, dtype=torch.long, device=x.device)
 
 
-@register_augmenter("smote")
+@dataclass(frozen=True)
+class SmoteOptions:
+    """`method.augment_kwargs` of smote."""
+
+    k_neighbors: int = field(default=5, metadata={"ge": 1, "fix": "use k_neighbors >= 1 (imbalanced-learn's default is 5)"})
+
+
+@AUGMENTERS.register("smote", options=SmoteOptions)
 def smote(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: int,
-          generator: torch.Generator | None = None, seed: int = 0, k_neighbors: int = 5,
-          **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+          generator: torch.Generator | None = None, seed: int = 0,
+          k_neighbors: int = SmoteOptions.k_neighbors) -> tuple[torch.Tensor, torch.Tensor]:
     """SMOTE (Chawla et al. 2002) by imbalanced-learn: each new point lies on a segment between a real minority
     sample and one of its k nearest same-class neighbours. k = min(k_neighbors, n_c − 1) per class; a class
     with a single sample is duplicated (its only "segment" is a point); empty classes are skipped.
     """
     from imblearn.over_sampling import SMOTE
 
-    if int(k_neighbors) < 1:
-        raise ConfigError(f"method.augment_kwargs.k_neighbors={k_neighbors} is below 1. Fix: use k_neighbors >= 1 "
-                          "(imbalanced-learn's default is 5).")
     n = int(n_per_class)
     xs, ys = [], []
     x_np, y_np = x.detach().cpu().numpy(), y.detach().cpu().numpy()
@@ -145,21 +148,31 @@ def train_cgan(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, noise_dim:
     return gan.eval()
 
 
-@register_augmenter("gan")
+def _positive(default: object) -> object:
+    return field(default=default, metadata={"gt": 0})
+
+
+@dataclass(frozen=True)
+class GANOptions:
+    """`method.augment_kwargs` of gan (noise dim: MNIST 32, CIFAR 64, iNat/Tiny 128)."""
+
+    noise_dim: int = _positive(32)
+    hidden: int = _positive(256)
+    steps: int = _positive(2000)
+    batch_size: int = _positive(256)
+    lr: float = _positive(2e-4)
+    balanced: bool = True
+
+
+@AUGMENTERS.register("gan", options=GANOptions)
 def gan(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: int,
         generator: torch.Generator | None = None, num_classes: int | None = None, seed: int = 0,
-        device: torch.device | str = "cpu", noise_dim: int = 32, hidden: int = 256, steps: int = 2000,
-        batch_size: int = 256, lr: float = 2e-4, balanced: bool = True,
-        **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        device: torch.device | str = "cpu", noise_dim: int = GANOptions.noise_dim, hidden: int = GANOptions.hidden,
+        steps: int = GANOptions.steps, batch_size: int = GANOptions.batch_size, lr: float = GANOptions.lr,
+        balanced: bool = GANOptions.balanced) -> tuple[torch.Tensor, torch.Tensor]:
     """GAN baseline: a conditional GAN trained on all real features (every class), then `n_per_class`
-    generated features for each minority class (noise dim: MNIST 32, CIFAR 64, iNat/Tiny 128).
+    generated features for each minority class.
     """
-    for key, value in (("noise_dim", noise_dim), ("hidden", hidden), ("steps", steps), ("batch_size", batch_size)):
-        if int(value) < 1:
-            raise ConfigError(f"method.augment_kwargs.{key}={value} is below 1. Fix: use a positive integer "
-                              "(defaults: noise_dim 32, hidden 256, steps 2000, batch_size 256).")
-    if float(lr) <= 0:
-        raise ConfigError(f"method.augment_kwargs.lr={lr} is not positive. Fix: use e.g. lr=2e-4.")
     m = int(num_classes) if num_classes is not None else int(y.max()) + 1
     present = [int(c) for c in classes if bool((y == int(c)).any())]
     if not present or int(n_per_class) <= 0 or len(x) == 0:

@@ -4,28 +4,22 @@ Because the sources of a class are independent given the class, drawing each dim
 that class's real values yields new, plausible samples (`nonparametric`); `parametric` fits a diagonal
 Gaussian per class; `oversample` resamples whole real vectors (the rebalancing-only control); `none`
 returns nothing (the "w/o aug" ablation). Every augmenter has the signature
-fn(x, y, classes, n_per_class, generator, **kwargs) -> (x_new, y_new).
+fn(x, y, classes, n_per_class, generator, [num_classes, seed, device,] **options) -> (x_new, y_new) and
+registers itself in `crt.registry.AUGMENTERS` with its typed options (`method.augment_kwargs`).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from crt.errors import ConfigError
+from crt.registry import AUGMENTERS, as_dict
 
 Augmenter = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-AUGMENTERS: dict[str, Augmenter] = {}
-
-
-def register_augmenter(name: str) -> Callable[[Augmenter], Augmenter]:
-    def deco(fn: Augmenter) -> Augmenter:
-        AUGMENTERS[name] = fn
-        return fn
-
-    return deco
+register_augmenter = AUGMENTERS.register
 
 
 def _per_class(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n: int,
@@ -44,7 +38,7 @@ def _per_class(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n: int,
 
 @register_augmenter("nonparametric")
 def nonparametric(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: int,
-                  generator: torch.Generator | None = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each coordinate of each new sample is drawn (with replacement) from the class's real values of it."""
     def draw(xc: torch.Tensor, n: int) -> torch.Tensor:
         idx = torch.randint(len(xc), (n, xc.shape[1]), generator=generator).to(xc.device)
@@ -55,7 +49,7 @@ def nonparametric(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_pe
 
 @register_augmenter("parametric")
 def parametric(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: int,
-               generator: torch.Generator | None = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """New samples from N(mean_c, diag(std_c^2)) fitted to the class's real sources."""
     def draw(xc: torch.Tensor, n: int) -> torch.Tensor:
         std = xc.std(0, unbiased=True) if len(xc) > 1 else torch.zeros_like(xc[0])
@@ -67,7 +61,7 @@ def parametric(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_c
 
 @register_augmenter("oversample")
 def oversample(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: int,
-               generator: torch.Generator | None = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole real vectors resampled with replacement (rebalancing without per-dimension mixing)."""
     def draw(xc: torch.Tensor, n: int) -> torch.Tensor:
         return xc[torch.randint(len(xc), (n,), generator=generator).to(xc.device)]
@@ -77,14 +71,16 @@ def oversample(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_c
 
 @register_augmenter("none")
 def no_augmentation(x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: int,
-                    generator: torch.Generator | None = None, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     return _per_class(x, y, [], n_per_class, lambda xc, n: xc)
 
 
 def augment(kind: str, x: torch.Tensor, y: torch.Tensor, classes: Sequence[int], n_per_class: int,
-            generator: torch.Generator | None = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if kind not in AUGMENTERS:
-        import crt.augment.feature  # noqa: F401  (SMOTE, GAN register on import)
-    if kind not in AUGMENTERS:
-        raise ConfigError(f"method.augment={kind!r} is unknown. Fix: use one of {', '.join(sorted(AUGMENTERS))}.")
-    return AUGMENTERS[kind](x, y, classes, n_per_class, generator=generator, **kwargs)
+            generator: torch.Generator | None = None, *, num_classes: int | None = None, seed: int = 0,
+            device: torch.device | str = "cpu", **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run augmenter `kind`; `options` are checked against its typed options (`method.augment_kwargs`)."""
+    entry = AUGMENTERS.entry(kind, "method.augment")
+    opts = AUGMENTERS.options(kind, options, "method.augment_kwargs")
+    params = inspect.signature(entry.obj).parameters
+    context = {k: v for k, v in {"num_classes": num_classes, "seed": seed, "device": device}.items() if k in params}
+    return entry.obj(x, y, classes, n_per_class, generator=generator, **context, **as_dict(opts))

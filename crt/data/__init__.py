@@ -1,4 +1,8 @@
-"""Datasets and imbalance protocols: `build_split(cfg.data, data_dir)` gives the Split every stage uses."""
+"""Datasets and imbalance protocols: `build_split(cfg.data, data_dir)` gives the Split every stage uses.
+
+Every loader registers itself in `crt.registry.DATASETS` where it is defined; this package imports every
+loader module below, so a new dataset is one module here plus one YAML under configs/data/.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 import torch
 
-from crt.data import mnist, synthetic, toy  # noqa: F401  (register loaders)
+from crt.data import arxiv, cifar, features, inat, mnist, synthetic, tinyimagenet, toy, transforms  # noqa: F401
 from crt.data.base import LOADERS, RawData, Split, get_loader, register
 from crt.data.imbalance import (
     check_classes,
@@ -21,13 +25,29 @@ from crt.data.validate import check_raw
 
 __all__ = ["LOADERS", "RawData", "Split", "build_split", "register", "apply_protocol"]
 
-_optional = ["cifar", "tinyimagenet", "inat", "arxiv", "features"]
-for _mod in _optional:  # loaders added by later modules register themselves when present
-    try:
-        __import__(f"crt.data.{_mod}")
-    except ModuleNotFoundError as _err:
-        if _err.name != f"crt.data.{_mod}":
-            raise
+PROTOCOL_KEYS = ("imbalance", "minority_classes", "ratio", "n_max", "data_seed", "val_fraction", "num_classes",
+                 "shot_thresholds", "majority_min_count")
+"""`data.*` keys of the imbalance protocol (apply_protocol), common to every dataset."""
+
+
+def get_data_loader(cfg: Mapping[str, Any]) -> Any:
+    """The loader of `cfg`: the registered dataset `name`, or user code at `_target_` (crt/usercode.py)."""
+    if cfg.get("_target_"):  # user code: +data._target_=my_pkg.load
+        from crt.usercode import import_object
+
+        return import_object(str(cfg["_target_"]), "data._target_", "a function returning crt.data.RawData")
+    return get_loader(str(cfg.get("name")))
+
+
+def loader_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The `data.*` entries the dataset's loader takes (its keyword parameters; all entries but name and
+    _target_ for a user loader that takes **kwargs)."""
+    import inspect
+
+    params = inspect.signature(get_data_loader(cfg)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()) and cfg.get("_target_"):
+        return {k: v for k, v in dict(cfg).items() if k not in ("name", "_target_", "data_dir")}
+    return {k: v for k, v in dict(cfg).items() if k in params and k not in ("name", "data_dir")}
 
 
 def apply_protocol(raw: RawData, cfg: Mapping[str, Any], name: str = "") -> Split:
@@ -62,15 +82,10 @@ def apply_protocol(raw: RawData, cfg: Mapping[str, Any], name: str = "") -> Spli
 
 
 def build_split(cfg: Mapping[str, Any], data_dir: str | None = None) -> Split:
-    """Load the dataset named by cfg['name'] and apply its imbalance protocol."""
+    """Load the dataset named by cfg['name'] (or user code at cfg['_target_']) and apply its imbalance protocol."""
     name = cfg.get("name")
-    if cfg.get("_target_"):  # user code: +data._target_=my_pkg.load (crt/usercode.py)
-        from crt.usercode import import_object
-
-        loader = import_object(str(cfg["_target_"]), "data._target_", "a function returning crt.data.RawData")
-    else:
-        loader = get_loader(str(name))
-    kwargs = {k: v for k, v in dict(cfg).items() if k not in ("name", "_target_")}
+    loader = get_data_loader(cfg)
+    kwargs = loader_options(cfg)
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
     raw = loader(**kwargs)

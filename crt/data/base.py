@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from crt.errors import ConfigError
+from crt.registry import DATASETS
 
 
 @dataclass
@@ -75,21 +75,9 @@ class Split:
 
 
 Loader = Callable[..., RawData]
-LOADERS: dict[str, Loader] = {}
-
-
-def register(name: str) -> Callable[[Loader], Loader]:
-    def deco(fn: Loader) -> Loader:
-        LOADERS[name] = fn
-        return fn
-
-    return deco
+LOADERS = DATASETS  # name -> loader; a loader's keyword parameters are its typed options (`data.*`)
+register = DATASETS.register
 
 
 def get_loader(name: str) -> Loader:
-    if name not in LOADERS:
-        raise ConfigError(
-            f"Unknown dataset {name!r}. Fix: choose data=<name> with one of {', '.join(sorted(LOADERS))} "
-            "(one YAML per dataset under configs/data/)."
-        )
-    return LOADERS[name]
+    return DATASETS.entry(name, "data.name", hint=" (data=<name>, one YAML per dataset under configs/data/)").obj

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from crt.errors import ConfigError
+from crt.registry import TRANSFORMS
 
 
 class CropFlip:
@@ -47,18 +48,21 @@ class CropFlip:
         return padded[i, ch, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-TRANSFORMS: dict[str, Callable[[], Callable[[torch.Tensor], torch.Tensor]]] = {
-    "crop_flip": lambda: CropFlip(padding=4, flip=True),
-    "crop": lambda: CropFlip(padding=4, flip=False),
-    "flip": lambda: CropFlip(padding=0, flip=True),
-}
+@TRANSFORMS.register("crop_flip")
+def crop_flip() -> CropFlip:
+    return CropFlip(padding=4, flip=True)
+
+
+@TRANSFORMS.register("crop")
+def crop() -> CropFlip:
+    return CropFlip(padding=4, flip=False)
+
+
+@TRANSFORMS.register("flip")
+def flip() -> CropFlip:
+    return CropFlip(padding=0, flip=True)
 
 
 def build_transform(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The batch transform named by `data.train_transform`."""
-    if name not in TRANSFORMS:
-        raise ConfigError(
-            f"data.train_transform={name!r} is unknown. Fix: use one of {', '.join(sorted(TRANSFORMS))}, "
-            "or null for no augmentation."
-        )
-    return TRANSFORMS[name]()
+    """The batch transform named by `data.train_transform` (null in the config: none)."""
+    return TRANSFORMS.get(name, "data.train_transform")()

@@ -9,7 +9,8 @@ With τ = 1 the two losses are the same function (log n and log π differ by the
 ignores); both are kept because each paper's name is what users look for. The network's own logits are
 what is evaluated: the adjustment exists only inside the training loss. Classes with no training sample
 (pretraining on the majority classes only) are treated as having one, so no log 0 appears; such classes never
-occur as a target. Options (`method.loss_kwargs`) are checked: an unknown key is a ConfigError.
+occur as a target. Options (`method.pretrain_loss_kwargs` / `method.refine_loss_kwargs`) are the keyword
+parameters of each loss (crt.registry): an unknown key is a ConfigError.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def posthoc_adjust(logits: torch.Tensor, counts: torch.Tensor, tau: float = 1.0)
 
 @dataclass(frozen=True)
 class AdjustOptions:
-    """Options of the prior-adjusted losses (`method.loss_kwargs`)."""
+    """Options of the prior-adjusted losses (`method.*_loss_kwargs`)."""
 
     tau: float = 1.0
 
@@ -48,12 +49,12 @@ class AdjustOptions:
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ConfigError(
-                f"method.loss_kwargs has {unknown} that the {loss} loss does not take (it takes "
-                f"{sorted(known) or 'no options'}). Fix: remove them, e.g. method.loss_kwargs={{}}; a method "
-                "that pairs this loss with another loss's options cannot share one loss_kwargs.")
+                f"loss options {unknown} are not taken by the {loss} loss (it takes "
+                f"{sorted(known) or 'no options'}). Fix: remove them from method.pretrain_loss_kwargs / "
+                "method.refine_loss_kwargs.")
         opts = cls(**{k: float(v) for k, v in kwargs.items()})
         if not (math.isfinite(opts.tau) and opts.tau >= 0):
-            raise ConfigError(f"method.loss_kwargs.tau={opts.tau!r} is out of range. Fix: use tau >= 0 "
+            raise ConfigError(f"loss option tau={opts.tau!r} is out of range. Fix: use tau >= 0 "
                               "(1 is the paper's default; 0 is plain cross-entropy).")
         return opts
 
@@ -73,8 +74,8 @@ class _PriorShiftLoss(ClassLoss):
 class LogitAdjustedLoss(_PriorShiftLoss):
     """Logit-adjusted loss: CE(f(x) + τ · log π, y) (Menon et al. 2021, eq. 10), τ = 1 by default."""
 
-    def __init__(self, counts: torch.Tensor, **kwargs: Any):
-        opts = AdjustOptions.parse("logit_adjust", kwargs, ("tau",))
+    def __init__(self, counts: torch.Tensor, tau: float = 1.0):
+        opts = AdjustOptions.parse("logit_adjust", {"tau": tau}, ("tau",))
         super().__init__(counts, opts.tau * log_prior(counts))
         self.tau = opts.tau
 
@@ -83,6 +84,5 @@ class LogitAdjustedLoss(_PriorShiftLoss):
 class BalancedSoftmaxLoss(_PriorShiftLoss):
     """Balanced softmax: CE(f(x) + log n, y) (Ren et al. 2020, eq. 4: softmax weighted by the class counts)."""
 
-    def __init__(self, counts: torch.Tensor, **kwargs: Any):
-        AdjustOptions.parse("balanced_softmax", kwargs, ())
+    def __init__(self, counts: torch.Tensor):
         super().__init__(counts, counts.double().clamp(min=1.0).log().float())

@@ -1,8 +1,10 @@
 """Classification losses, per sample, so any stage can weight them; looked up by name (`method.*_loss`).
 
-A loss gets the training class counts at construction. Hooks: `cosine_head` asks for a cosine-normalised
-last layer (LDAM), `on_epoch` lets a loss change with the schedule (DRW), `regularizer` adds a term that
-needs the model itself (VAT).
+A loss gets the training class counts at construction, and its options as keyword arguments: the keyword
+parameters of its constructor are its typed options (crt.registry), configured by
+`method.pretrain_loss_kwargs` / `method.refine_loss_kwargs`; an unknown option is an error. Hooks:
+`cosine_head` asks for a cosine-normalised last layer (LDAM), `on_epoch` lets a loss change with the
+schedule (DRW), `regularizer` adds a term that needs the model itself (VAT).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from crt.errors import ConfigError
+from crt.registry import LOSSES
+from crt.usercode import is_import_path
 
 
 class ClassLoss(nn.Module):
@@ -23,7 +27,7 @@ class ClassLoss(nn.Module):
     cosine_head: bool = False
     logit_scale: float = 1.0  # the network's outputs times this are the logits the loss trains (LDAM: s)
 
-    def __init__(self, counts: torch.Tensor, class_weights: torch.Tensor | None = None, **_: Any):
+    def __init__(self, counts: torch.Tensor, class_weights: torch.Tensor | None = None):
         super().__init__()
         self.register_buffer("counts", counts.float().clone())
         self.register_buffer("class_weights", None if class_weights is None else class_weights.float())
@@ -39,30 +43,27 @@ class ClassLoss(nn.Module):
         return 0.0
 
 
-LOSSES: dict[str, type[ClassLoss]] = {"ce": ClassLoss}
+register_loss = LOSSES.register
+register_loss("ce")(ClassLoss)
 
 
-def register_loss(name: str) -> Callable[[type[ClassLoss]], type[ClassLoss]]:
-    def deco(cls: type[ClassLoss]) -> type[ClassLoss]:
-        LOSSES[name] = cls
-        return cls
-
-    return deco
-
-
-def build_loss(name: str, counts: torch.Tensor, **kwargs: Any) -> ClassLoss:
-    from crt.usercode import import_object, is_import_path
-
+def build_loss(name: str, counts: torch.Tensor, class_weights: torch.Tensor | None = None,
+               **options: Any) -> ClassLoss:
+    """The loss registered as `name`; `options` are checked against its typed options first (`class_weights`,
+    a tensor, is not a configurable option: it is passed on only when given)."""
+    extra = {} if class_weights is None else {"class_weights": class_weights}
     if is_import_path(name):  # user code: method.refine_loss=my_pkg.MyLoss (crt/usercode.py)
-        cls = import_object(name, "method.*_loss", "a crt.losses.ClassLoss subclass")
-        if not (isinstance(cls, type) and issubclass(cls, ClassLoss)):
-            raise ConfigError(f"loss {name!r} is not a crt.losses.ClassLoss subclass. Fix: subclass ClassLoss and "
-                              "return one loss per sample from forward(logits, y).")
-        return cls(counts, **kwargs)
-    if name not in LOSSES:  # baseline and multi-label losses register on import
-        import crt.losses.adjusted  # noqa: F401
-        import crt.losses.imbalance  # noqa: F401
-        import crt.losses.multilabel  # noqa: F401
-    if name not in LOSSES:
-        raise ConfigError(f"Unknown loss {name!r}. Fix: use one of {', '.join(sorted(LOSSES))}.")
-    return LOSSES[name](counts, **kwargs)
+        return user_loss(name)(counts, **extra, **options)
+    LOSSES.options(name, options, f"loss {name!r}")
+    return LOSSES.get(name, "loss")(counts, **extra, **options)
+
+
+def user_loss(name: str) -> type[ClassLoss]:
+    """The ClassLoss subclass at import path `name` (crt/usercode.py), or a ConfigError."""
+    from crt.usercode import import_object
+
+    cls = import_object(name, "method.*_loss", "a crt.losses.ClassLoss subclass")
+    if not (isinstance(cls, type) and issubclass(cls, ClassLoss)):
+        raise ConfigError(f"loss {name!r} is not a crt.losses.ClassLoss subclass. Fix: subclass ClassLoss and "
+                          "return one loss per sample from forward(logits, y).")
+    return cls

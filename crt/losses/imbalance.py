@@ -1,8 +1,9 @@
 """Baseline losses for imbalanced classification (Table 1 of CRT/ECRT): IW, focal, LDAM, LDAM-DRW, VAT.
 
 All are per-sample (reduction none) and registered by name for `method.pretrain_loss` / `method.refine_loss`;
-their options come from `method.loss_kwargs`. Classes with zero training samples (pretraining on majority
-classes only) get weight 0 and the largest margin, never inf or nan: such classes never occur as a target.
+their options (keyword parameters) come from `method.pretrain_loss_kwargs` / `method.refine_loss_kwargs`.
+Classes with zero training samples (pretraining on majority classes only) get weight 0 and the largest margin,
+never inf or nan: such classes never occur as a target.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from crt.losses.classification import ClassLoss, register_loss
 
 def _check(ok: bool, key: str, value: Any, fix: str) -> None:
     if not ok:
-        raise ConfigError(f"method.loss_kwargs.{key}={value!r} is out of range. Fix: {fix}")
+        raise ConfigError(f"loss option {key}={value!r} is out of range. Fix: {fix}")
 
 
 def _mean_one(w: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ def ldam_margins(counts: torch.Tensor, max_m: float = 0.5) -> torch.Tensor:
 class ImportanceWeightedLoss(ClassLoss):
     """IW: cross-entropy with class weights ∝ 1/n_c (mean 1 over present classes), per sample w_y · CE."""
 
-    def __init__(self, counts: torch.Tensor, **kwargs: Any):
+    def __init__(self, counts: torch.Tensor):
         super().__init__(counts, class_weights=inverse_frequency_weights(counts))
 
 
@@ -78,7 +79,7 @@ class ImportanceWeightedLoss(ClassLoss):
 class FocalLoss(ClassLoss):
     """Focal loss −(1 − p_y)^γ log p_y (Lin et al. 2017, eq. 4 without α); γ = 0 is cross-entropy."""
 
-    def __init__(self, counts: torch.Tensor, gamma: float = 1.0, **kwargs: Any):
+    def __init__(self, counts: torch.Tensor, gamma: float = 1.0):
         super().__init__(counts)
         _check(float(gamma) >= 0, "gamma", gamma, "use gamma >= 0 (0 is cross-entropy, the papers use 1).")
         self.gamma = float(gamma)
@@ -102,7 +103,7 @@ class LDAMLoss(ClassLoss):
     cosine_head = True
 
     def __init__(self, counts: torch.Tensor, max_m: float = 0.5, s: float = 30.0,
-                 class_weights: torch.Tensor | None = None, **kwargs: Any):
+                 class_weights: torch.Tensor | None = None):
         super().__init__(counts, class_weights=class_weights)
         _check(float(max_m) >= 0, "max_m", max_m, "use a non-negative largest margin (the paper uses 0.5).")
         _check(float(s) > 0, "s", s, "use a positive logit scale (the paper uses 30).")
@@ -121,7 +122,7 @@ class LDAMDRWLoss(LDAMLoss):
     """
 
     def __init__(self, counts: torch.Tensor, max_m: float = 0.5, s: float = 30.0, beta: float = 0.9999,
-                 drw_start: float = 0.8, **kwargs: Any):
+                 drw_start: float = 0.8):
         _check(0.0 <= float(beta) < 1.0, "beta", beta, "use 0 <= beta < 1 (the paper uses 0.9999).")
         _check(0.0 <= float(drw_start) <= 1.0, "drw_start", drw_start,
                "give the start of the re-weighting phase as a fraction of the epochs, in [0, 1] (default 0.8).")
@@ -177,7 +178,7 @@ class VATLoss(ClassLoss):
     """
 
     def __init__(self, counts: torch.Tensor, eps: float = 1.0, xi: float = 10.0, alpha: float = 1.0,
-                 power_iterations: int = 1, **kwargs: Any):
+                 power_iterations: int = 1):
         super().__init__(counts)
         _check(float(eps) > 0, "eps", eps, "use a positive perturbation norm (default 1).")
         _check(float(xi) > 0, "xi", xi, "use a positive finite-difference step (default 10).")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
@@ -18,8 +16,8 @@ class BCELoss(ClassLoss):
     """
 
     def __init__(self, counts: torch.Tensor, class_weights: torch.Tensor | None = None,
-                 pos_weight: torch.Tensor | None = None, **kwargs: Any):
-        super().__init__(counts, class_weights, **kwargs)
+                 pos_weight: list[float] | None = None):
+        super().__init__(counts, class_weights)
         pw = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=torch.float)
         self.register_buffer("pos_weight", pw)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from crt.errors import ConfigError
+from crt.registry import ENCODERS, as_dict
 
 
 class MLP(nn.Sequential):
@@ -24,25 +25,16 @@ class MLP(nn.Sequential):
         self.out_dim = out_dim
 
 
-ENCODERS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_encoder(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        ENCODERS[name] = fn
-        return fn
-
-    return deco
+register_encoder = ENCODERS.register
 
 
 @register_encoder("mlp")
-def _mlp_encoder(in_dim: int, out_dim: int, hidden: Sequence[int] = (32, 32), batch_norm: bool = False,
-                 **_: Any) -> nn.Module:
+def _mlp_encoder(in_dim: int, out_dim: int, hidden: Sequence[int] = (32, 32), batch_norm: bool = False) -> nn.Module:
     return MLP(in_dim, list(hidden), out_dim, batch_norm=batch_norm)
 
 
 @register_encoder("identity")
-def _identity_encoder(in_dim: int, out_dim: int, **_: Any) -> nn.Module:
+def _identity_encoder(in_dim: int, out_dim: int) -> nn.Module:
     """z = x: the setting of the authors' toy code (demix works on the observed, already d-dim, data)."""
     if in_dim != out_dim:
         raise ConfigError(f"data.encoder.name=identity needs input dim = data.feature_dim, got {in_dim} vs {out_dim}. "
@@ -51,20 +43,18 @@ def _identity_encoder(in_dim: int, out_dim: int, **_: Any) -> nn.Module:
 
 
 def build_encoder(spec: Mapping[str, Any], in_dim: int, out_dim: int) -> nn.Module:
-    """Build the encoder named by spec['name'] (mlp, resnet18_cifar, ...) mapping inputs to R^out_dim."""
-    if spec.get("_target_"):  # user code: data.encoder._target_=my_pkg.Enc (crt/usercode.py)
+    """Build the encoder named by spec['name'] (mlp, resnet18_cifar, ...) mapping inputs to R^out_dim; the other
+    entries of `spec` are its typed options (`data.encoder.*`). With `_target_`, user code (crt/usercode.py)."""
+    if spec.get("_target_"):  # user code: data.encoder._target_=my_pkg.Enc
         from crt.usercode import import_object
 
         cls = import_object(str(spec["_target_"]), "data.encoder._target_", "an encoder class (nn.Module)")
         kwargs = {k: v for k, v in spec.items() if k not in ("name", "_target_")}
         return cls(in_dim=in_dim, out_dim=out_dim, **kwargs)
-    name = spec.get("name", "mlp")
-    if name not in ENCODERS:  # image encoders register on import
-        import crt.models.resnet  # noqa: F401
-    if name not in ENCODERS:
-        raise ConfigError(f"Unknown encoder {name!r}. Fix: set data.encoder.name to one of {sorted(ENCODERS)}.")
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
-    return ENCODERS[name](in_dim=in_dim, out_dim=out_dim, **kwargs)
+    spec = dict(spec)
+    name = spec.pop("name", "mlp")
+    options = ENCODERS.options(name, spec, "data.encoder")
+    return ENCODERS.get(name, "data.encoder.name")(in_dim=in_dim, out_dim=out_dim, **as_dict(options))
 
 
 class NormedLinear(nn.Module):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -76,7 +74,7 @@ class ResNetCifar(nn.Module):
 
 
 @register_encoder("resnet18_cifar")
-def resnet18_cifar(in_dim: int, out_dim: int, channels_last: bool = False, width: int = 64, **_: Any) -> nn.Module:
+def resnet18_cifar(in_dim: int, out_dim: int, channels_last: bool = False, width: int = 64) -> nn.Module:
     """ResNet-18 (CIFAR stem) + FC out_dim (32 in the papers); `in_dim` is implied by the images."""
     return ResNetCifar(out_dim, channels_last=channels_last, width=width)
 
@@ -93,8 +91,7 @@ class PixelMLP(nn.Module):
 
 
 @register_encoder("mlp_image")
-def mlp_image(in_dim: int, out_dim: int, hidden: Sequence[int] = (32, 32), batch_norm: bool = False,
-              **_: Any) -> nn.Module:
+def mlp_image(in_dim: int, out_dim: int, hidden: Sequence[int] = (32, 32), batch_norm: bool = False) -> nn.Module:
     """MLP on uint8 images (normalised by the CIFAR mean/std inside)."""
     return PixelMLP(in_dim, hidden, out_dim, batch_norm)
 
@@ -133,7 +130,7 @@ class ResNetCifarSmall(nn.Module):
     """
 
     def __init__(self, out_dim: int = 64, n: int = 5, width: int = 16, mean: Sequence[float] = CIFAR_MEAN,
-                 std: Sequence[float] = CIFAR_STD):
+                 std: Sequence[float] = CIFAR_STD, channels_last: bool = False):
         super().__init__()
         widths = (width, 2 * width, 4 * width)
         self.norm = Normalize(mean, std)
@@ -151,18 +148,24 @@ class ResNetCifarSmall(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(_as_images(x))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.blocks(torch.relu(self.bn1(self.conv1(x))))
         return self.fc(x.mean(dim=(2, 3)))
 
 
 @register_encoder("resnet32_cifar")
-def resnet32_cifar(in_dim: int, out_dim: int, width: int = 16, depth: int = 32, **_: Any) -> nn.Module:
-    """ResNet-32 of He et al. for CIFAR (depth = 6n + 2; `width` < 16 only for tests and smoke runs)."""
+def resnet32_cifar(in_dim: int, out_dim: int, width: int = 16, depth: int = 32, channels_last: bool = False) -> nn.Module:
+    """ResNet-32 of He et al. for CIFAR (depth = 6n + 2; `width` < 16 only for tests and smoke runs;
+    `channels_last`: NHWC memory layout, as for resnet18_cifar)."""
     if (int(depth) - 2) % 6 or int(depth) < 8:
         from crt.errors import ConfigError
 
         raise ConfigError(f"data.encoder.depth={depth!r} is not 6n+2. Fix: use 20, 32, 44, 56 or 110 (32: ResNet-32).")
-    return ResNetCifarSmall(out_dim, n=(int(depth) - 2) // 6, width=int(width))
+    return ResNetCifarSmall(out_dim, n=(int(depth) - 2) // 6, width=int(width), channels_last=bool(channels_last))

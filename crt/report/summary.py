@@ -8,9 +8,11 @@ printed, and `summary.csv` (one row per group: mean and std of each metric) and 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -75,10 +77,27 @@ def write_summary(runs: Sequence[Run], folder: str | Path, title: str = "") -> t
     return df, md
 
 
+def sweep_runs(folder: str | Path) -> list[Any]:
+    """The runs a sweep folder lists in jobs.jsonl (each folder once, in launch order)."""
+    from crt.report.tables import _read_overrides
+
+    folders: list[str] = []
+    for line in (Path(folder) / "jobs.jsonl").read_text().splitlines():
+        if line.strip():
+            f = json.loads(line)["run_dir"]
+            if f not in folders:
+                folders.append(f)
+    runs = []
+    for f in map(Path, folders):
+        res = None
+        if (f / "results.json").exists():
+            res = json.loads((f / "results.json").read_text())
+        runs.append(Run(f, _read_overrides(f), res))
+    return runs
+
+
 def summarize_folder(folder: str | Path) -> tuple[pd.DataFrame, str]:
     """Every run under `folder` (or the runs a sweep folder lists in jobs.jsonl)."""
     folder = Path(folder)
-    from crt.sweep import sweep_runs
-
     runs = sweep_runs(folder) if (folder / "jobs.jsonl").exists() else find_runs(folder)
     return write_summary(runs, folder, title=f"Summary of {folder}")

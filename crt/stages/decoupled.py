@@ -21,59 +21,22 @@ al. re-extract features of augmented images every epoch); options are validated 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from crt.errors import ConfigError
-from crt.losses import build_loss
 from crt.losses.adjusted import posthoc_adjust
 from crt.models.mlp import build_predictor
+from crt.registry import SAMPLERS
+from crt.stages.common import Context, apply_batched, build_stage_loss, class_mask, fit, monitor, optim
+from crt.stages.configs import DEFAULT_TAU_GRID, KINDS, DecoupledOptions, RefineConfig
+from crt.stages.modules import ClassifierData, ClassifierModule
 
-KINDS = ("crt", "lws", "tau_norm", "posthoc")
-DEFAULT_TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0, 0.1, ..., 2.0
-
-
-@dataclass(frozen=True)
-class DecoupledOptions:
-    """`method.decoupled`: which variant, and τ for tau_norm / posthoc."""
-
-    kind: str
-    tau: float | None = None
-    tau_grid: tuple[float, ...] = DEFAULT_TAU_GRID
-
-    @classmethod
-    def parse(cls, node: Mapping[str, Any] | None) -> DecoupledOptions | None:
-        if node is None:
-            return None
-        if not isinstance(node, Mapping) or "kind" not in node:
-            raise ConfigError(f"method.decoupled={node!r} is invalid. Fix: use null, or a mapping with kind: "
-                              f"one of {', '.join(KINDS)} (e.g. method=decoupled_crt).")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(node) - names)
-        if unknown:
-            raise ConfigError(f"method.decoupled has unknown keys {unknown}. Fix: use only {sorted(names)}.")
-        kind = str(node["kind"])
-        if kind not in KINDS:
-            raise ConfigError(f"method.decoupled.kind={kind!r} is unknown. Fix: use one of {', '.join(KINDS)}.")
-        tau = node.get("tau")
-        grid = tuple(float(t) for t in (node.get("tau_grid") or DEFAULT_TAU_GRID))
-        if kind == "posthoc" and tau is None and "tau_grid" not in node:
-            tau = 1.0  # Menon et al.'s default
-        if tau is not None and not (math.isfinite(float(tau)) and float(tau) >= 0):
-            raise ConfigError(f"method.decoupled.tau={tau!r} is out of range. Fix: use tau >= 0, or null to "
-                              "choose it on the held-out split from tau_grid.")
-        if tau is not None and kind in ("crt", "lws"):
-            raise ConfigError(f"method.decoupled.tau is not an option of {kind}. Fix: remove it (it applies to "
-                              "tau_norm and posthoc).")
-        if not grid or any(t < 0 for t in grid):
-            raise ConfigError(f"method.decoupled.tau_grid={list(grid)} is invalid. Fix: a non-empty list of "
-                              "values >= 0.")
-        return cls(kind, None if tau is None else float(tau), grid)
+__all__ = ["DEFAULT_TAU_GRID", "KINDS", "DecoupledOptions", "ScaledHead", "TauNormHead", "run_decoupled",
+           "tau_normalised_weight"]
 
 
 class ScaledHead(nn.Module):
@@ -140,24 +103,19 @@ def _select_tau(grid: Sequence[float], make_logits: Any, y_val: torch.Tensor, nu
     return best_tau, best
 
 
-def run_decoupled(ctx: Any, prev: dict[str, Any], opts: DecoupledOptions) -> dict[str, Any]:
+def run_decoupled(ctx: Context, cfg: RefineConfig, prev: dict[str, Any]) -> dict[str, Any]:
     """The refine stage of a decoupled method: a classifier on the frozen stage-1 features (see module doc)."""
-    from crt.stages import _class_mask, _fit, _lr, _monitor, _plain, _sampler_weights, apply_batched, loss_name
-    from crt.stages.modules import ClassifierModule
-    from crt.stages.schedule import LRSchedule
-
-    sp, m = ctx.split, ctx.method
+    dec = cfg.decoupled
+    assert dec is not None
+    opts, sp = dec.options, ctx.split
     if sp.multilabel:
         raise ConfigError("method.decoupled supports single-label data only. Fix: use method.decoupled=null.")
-    if m.get("refine_space", "source") != "feature" or "pretrain" not in prev:
-        raise ConfigError("method.decoupled works on the stage-1 features. Fix: set method.refine_space=feature "
-                          "and method.stages=[pretrain, refine].")
     pre = prev["pretrain"]
-    y_pre = sp.y_train[_class_mask(sp, sp.y_train, m.pretrain_classes)]
+    y_pre = sp.y_train[class_mask(sp, sp.y_train, dec.pretrain_classes)]
     pre_counts = sp.class_counts(y_pre)
-    pre_loss = build_loss(loss_name(sp, m.pretrain_loss), pre_counts, **_plain(m.get("loss_kwargs", {})))
+    pre_loss = build_stage_loss(sp, dec.pretrain_loss, pre_counts)
     d = pre["z_train"].shape[1]
-    hidden = list(ctx.cfg.model.head.hidden)
+    hidden = list(dec.head_hidden)
     z = {k: pre[f"z_{k}"] for k in ("train", "val", "test")}
     selected: dict[str, Any] = {"kind": opts.kind}
 
@@ -189,27 +147,22 @@ def run_decoupled(ctx: Any, prev: dict[str, Any], opts: DecoupledOptions) -> dic
                 "logits_val": make_t(tau, "val"), "logits_test": make_t(tau, "test")}
 
     # crt / lws: trained on the features with class-balanced sampling (stage.refine), cross-entropy
-    tcfg = ctx.stage_cfg("refine")
+    tr = cfg.train
     if opts.kind == "crt":
         net: nn.Module = build_predictor(d, sp.num_classes, hidden)  # fresh initialisation
     else:
         net = ScaledHead(head, sp.num_classes)
     y = sp.y_train
-    loss = build_loss(loss_name(sp, str(m.refine_loss)), sp.class_counts(y), **_plain(m.get("loss_kwargs", {})))
+    assert cfg.loss is not None
+    loss = build_stage_loss(sp, cfg.loss, sp.class_counts(y))
     if loss.cosine_head or loss.logit_scale != 1.0:
-        raise ConfigError(f"method.refine_loss={m.refine_loss!r} needs a cosine head, which {opts.kind} does not "
+        raise ConfigError(f"method.refine_loss={cfg.loss.name!r} needs a cosine head, which {opts.kind} does not "
                           "build. Fix: use refine_loss ce (Kang et al.), logit_adjust or balanced_softmax.")
-    monitor, mode = _monitor("refine", ctx.cfg.stage.selection)
-    module = ClassifierModule(
-        net, loss, sp.num_classes, prefix="refine", train=(z["train"], y, torch.ones(len(y))),
-        val=(z["val"], sp.y_val), batch_size=int(tcfg.batch_size), lr=_lr(tcfg),
-        weight_decay=float(tcfg.get("weight_decay", 0.0)), seed=int(ctx.cfg.seed),
-        optimizer=str(tcfg.get("optimizer", "adam")), nesterov=bool(tcfg.get("nesterov", True)),
-        lr_schedule=LRSchedule.parse(tcfg.get("lr_schedule"), "stage.refine.lr_schedule"),
-        sampler_weights=_sampler_weights(sp, y, tcfg.get("sampler", "balanced")),
-        fused=bool(ctx.cfg.trainer.get("fused", False)),
-    )
-    selected.update(_fit(ctx, module, "refine", tcfg, monitor, mode))
+    data = ClassifierData(train=(z["train"], y, torch.ones(len(y))), val=(z["val"], sp.y_val),
+                          sampler_weights=SAMPLERS.get(tr.sampler)(sp, y))
+    module = ClassifierModule(net, loss, sp.num_classes, data, optim(tr, cfg.numerics), prefix="refine",
+                              seed=ctx.seed, compile=cfg.numerics.compile)
+    selected.update(fit(ctx, module, "refine", tr, cfg.numerics, monitor("refine", cfg.selection)))
     net = module.net.eval()
     logits = {k: apply_batched(net, z[k], ctx.device) for k in ("val", "test")}
     out = {"predictor": net.state_dict(), "selected": selected, "n_train": len(y),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -14,8 +15,65 @@ from torchmetrics.classification import MulticlassAccuracy
 from crt.losses import ClassLoss, fdv_loss, gcl_loss
 from crt.losses.contrastive import fdv_scores
 from crt.models import BatchedCritic, ClassPrior
+from crt.registry import OPTIMIZERS
 from crt.stages.accel import Compiled, compile_mode, running_mean, static_batches
+from crt.stages.configs import CriticSpec
+from crt.stages.schedule import LRSchedule
 from crt.stages.training import TensorBatches
+
+
+@dataclass(frozen=True)
+class Optim:
+    """Optimizer, learning-rate schedule and batching of a stage module (from the stage's typed `Train`)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    fused: bool = False
+    nesterov: bool = True
+    lr_schedule: LRSchedule | None = None
+
+
+@dataclass
+class ClassifierData:
+    """What a ClassifierModule trains and selects on.
+
+    train: (x, y, w) with per-sample weights w; val: (x, y); extra: an optional second stream of (augmented)
+    samples appended to every real batch, `extra_batch` at a time, each with weight `extra_weight`;
+    sampler_weights: per-sample weights of a sampler with replacement (None: shuffle); transform: a batch
+    transform of x (image augmentation); multilabel: y is N x M multi-hot.
+    """
+
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    extra: tuple[torch.Tensor, torch.Tensor] | None = None
+    extra_weight: float = 1.0
+    extra_batch: int = 0
+    sampler_weights: torch.Tensor | None = None
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    multilabel: bool = False
+
+
+@dataclass
+class DemixData:
+    """What a DemixModule trains and selects on: (z, y) pairs, and optionally a probe (z, true sources) of
+    held-out samples whose MCC with the flow's sources is logged after every epoch (synthetic data)."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    probe: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class DemixObjective:
+    """What the demixer minimises: `loss` (gcl | fdv) with `critic`, plus rho times the NLL under `prior`."""
+
+    loss: str = "fdv"
+    prior: str = "multi"
+    rho: float = 1e-2
+    critic: CriticSpec = CriticSpec(hidden=512, embed_dim=None, normalize=True, negatives="batch",
+                                    exclude_true=False, clamp=(-5.0, 15.0), impl="batched")
 
 
 class ClassifierModule(pl.LightningModule):
@@ -31,21 +89,17 @@ class ClassifierModule(pl.LightningModule):
     Model selection: balanced accuracy or cross-entropy on the held-out split (`<prefix>/val/...`).
     """
 
-    def __init__(self, net: nn.Module, loss: ClassLoss, num_classes: int, *, prefix: str,
-                 train: tuple[torch.Tensor, torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                 extra: tuple[torch.Tensor, torch.Tensor] | None = None, extra_weight: float = 1.0,
-                 extra_batch: int = 0, batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
-                 sampler_weights: torch.Tensor | None = None, seed: int = 0, optimizer: str = "adam",
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, fused: bool = False,
-                 compile: bool | str = False, multilabel: bool = False, lr_schedule: Any = None, nesterov: bool = True):
+    def __init__(self, net: nn.Module, loss: ClassLoss, num_classes: int, data: ClassifierData,
+                 optim: Optim = Optim(), *, prefix: str, seed: int = 0, compile: bool | str = False):
         super().__init__()
-        self.multilabel = multilabel
-        self.lr_schedule, self.nesterov = lr_schedule, nesterov  # crt.stages.schedule.LRSchedule | None
+        self.multilabel = data.multilabel
+        self.lr_schedule, self.nesterov = optim.lr_schedule, optim.nesterov  # crt.stages.schedule.LRSchedule | None
         self.net, self.loss_fn, self.prefix = net, loss, prefix
-        self.train_data, self.val_data, self.extra = train, val, extra
-        self.extra_weight, self.extra_batch = float(extra_weight), int(extra_batch)
-        self.batch_size, self.lr, self.weight_decay, self.optimizer_name = batch_size, lr, weight_decay, optimizer
-        self.sampler_weights, self.seed, self.transform, self.fused = sampler_weights, seed, transform, fused
+        self.train_data, self.val_data, self.extra = data.train, data.val, data.extra
+        self.extra_weight, self.extra_batch = float(data.extra_weight), int(data.extra_batch)
+        self.batch_size, self.lr, self.weight_decay = optim.batch_size, optim.lr, optim.weight_decay
+        self.optimizer_name, self.fused = optim.name, optim.fused
+        self.sampler_weights, self.seed, self.transform = data.sampler_weights, seed, data.transform
         self.val_bal_acc = MulticlassAccuracy(num_classes, average="macro")
         self.val_ce = running_mean()
         self.val_hit = running_mean()
@@ -128,18 +182,31 @@ class ClassifierModule(pl.LightningModule):
         return opt if self.lr_schedule is None else {"optimizer": opt, "lr_scheduler": self.lr_schedule.scheduler(opt)}
 
 
+def _fused(fused: bool) -> dict[str, bool]:
+    return {"fused": True} if fused and torch.cuda.is_available() else {}
+
+
+@OPTIMIZERS.register("adam")
+def adam(params: Any, lr: float, weight_decay: float, fused: bool = False, nesterov: bool = True) -> torch.optim.Optimizer:
+    """Adam (`nesterov` does not apply)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **_fused(fused))
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params: Any, lr: float, weight_decay: float, fused: bool = False, nesterov: bool = True) -> torch.optim.Optimizer:
+    """AdamW (`nesterov` does not apply)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **_fused(fused))
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params: Any, lr: float, weight_decay: float, fused: bool = False, nesterov: bool = True) -> torch.optim.Optimizer:
+    """SGD with momentum 0.9, Nesterov unless `stage.<stage>.nesterov=false`."""
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9, nesterov=nesterov, **_fused(fused))
+
+
 def make_optimizer(name: str, params: Any, lr: float, weight_decay: float, fused: bool = False,
                    nesterov: bool = True) -> torch.optim.Optimizer:
-    extra = {"fused": True} if fused and torch.cuda.is_available() else {}
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **extra)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **extra)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9, nesterov=nesterov, **extra)
-    from crt.errors import ConfigError
-
-    raise ConfigError(f"optimizer {name!r} is unknown. Fix: use adam, adamw or sgd.")
+    return OPTIMIZERS.get(name, "stage.<stage>.optimizer")(params, lr, weight_decay, fused, nesterov)
 
 
 class DemixModule(pl.LightningModule):
@@ -149,37 +216,35 @@ class DemixModule(pl.LightningModule):
     log p(z | y) = log|det df/dz| + log p(s | y).
     """
 
-    def __init__(self, flow: nn.Module, dim: int, num_classes: int, *, loss: str = "fdv", prior: str = "multi",
-                 rho: float = 1e-2, critic_hidden: int = 512, embed_dim: int | None = None, normalize: bool = True,
-                 negatives: str = "batch", exclude_true: bool = False, clamp: tuple[float, float] = (-5.0, 15.0),
-                 train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-                 batch_size: int = 512, lr: float = 1e-3, weight_decay: float = 0.0, seed: int = 0,
-                 fused: bool = False, critic_impl: str = "batched", compile: bool | str = False,
-                 probe: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def __init__(self, flow: nn.Module, num_classes: int, data: DemixData, objective: DemixObjective = DemixObjective(),
+                 optim: Optim = Optim(batch_size=512), *, seed: int = 0, compile: bool | str = False):
         super().__init__()
         from crt.errors import ConfigError
 
-        if critic_impl not in ("batched", "loop"):
-            raise ConfigError(f"critic.impl={critic_impl!r} is unknown. Fix: use batched (default) or loop (naive).")
-        self.critic_impl = critic_impl
+        c, loss, dim = objective.critic, objective.loss, int(data.train[0].shape[1])
+        if c.impl not in ("batched", "loop"):
+            raise ConfigError(f"critic.impl={c.impl!r} is unknown. Fix: use batched (default) or loop (naive).")
+        self.critic_impl = c.impl
         if loss not in ("gcl", "fdv"):
             raise ConfigError(f"method.loss={loss!r} is unknown. Fix: use method.loss=gcl (CRT) or fdv (ECRT).")
-        if negatives not in ("batch", "classes"):
-            raise ConfigError(f"critic.negatives={negatives!r} is unknown. Fix: use batch or classes.")
-        k = num_classes if (loss == "gcl" or not embed_dim) else int(embed_dim)
-        self.flow, self.critic, self.prior = flow, BatchedCritic(dim, k, critic_hidden), ClassPrior(prior, dim, num_classes)
-        self.loss_name, self.rho, self.normalize, self.negatives = loss, float(rho), normalize, negatives
-        self.exclude_true, self.clamp = exclude_true, tuple(clamp)
+        if c.negatives not in ("batch", "classes"):
+            raise ConfigError(f"critic.negatives={c.negatives!r} is unknown. Fix: use batch or classes.")
+        k = num_classes if (loss == "gcl" or not c.embed_dim) else int(c.embed_dim)
+        self.flow, self.critic = flow, BatchedCritic(dim, k, c.hidden)
+        self.prior = ClassPrior(objective.prior, dim, num_classes)
+        self.loss_name, self.rho, self.normalize, self.negatives = loss, float(objective.rho), c.normalize, c.negatives
+        self.exclude_true, self.clamp = c.exclude_true, tuple(c.clamp)
         if loss == "fdv":
             emb = torch.eye(num_classes, k) if k == num_classes else torch.randn(num_classes, k) / math.sqrt(k)
             self.label_emb = nn.Parameter(emb)
             self.log_tau = nn.Parameter(torch.zeros(()))
-        self.train_data, self.val_data = train, val
-        self.batch_size, self.lr, self.weight_decay, self.seed, self.fused = batch_size, lr, weight_decay, seed, fused
+        self.train_data, self.val_data = data.train, data.val
+        self.batch_size, self.lr, self.weight_decay, self.seed = optim.batch_size, optim.lr, optim.weight_decay, seed
+        self.fused, self.optimizer_name, self.nesterov = optim.fused, optim.name, optim.nesterov
         self.m_train = nn.ModuleDict({k: running_mean() for k in ("loss", "contrastive", "nll")})  # no host syncs
         self.m_val = nn.ModuleDict({k: running_mean() for k in ("loss", "contrastive", "nll")})
         self.compile, self._step = compile, None
-        self.probe = probe  # (z, true sources) of held-out samples: MCC of the flow's s after every epoch
+        self.probe = data.probe  # (z, true sources) of held-out samples: MCC of the flow's s after every epoch
         self.mcc_history: list[float] = []
 
     def on_train_start(self) -> None:
@@ -246,4 +311,5 @@ class DemixModule(pl.LightningModule):
         return f"{self.loss_name}_loss" if k == "contrastive" else k
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return make_optimizer("adam", self.parameters(), self.lr, self.weight_decay, self.fused)
+        return make_optimizer(self.optimizer_name, self.parameters(), self.lr, self.weight_decay, self.fused,
+                              self.nesterov)
