@@ -157,3 +157,17 @@ def test_fast_image_settings_give_the_same_accuracy(make_cfg, tmp_path: Path) ->
     a, b = plain["metrics"]["test/bal_acc"], fast["metrics"]["test/bal_acc"]
     assert a > 0.8 and b > 0.8  # both learned (chance is 0.1)
     assert abs(a - b) <= 0.06, (a, b)
+
+
+def test_cifar_experiment_files_run_the_fast_path() -> None:
+    from tests.conftest import ROOT, compose_cfg
+
+    stems = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("cifar100_*.yaml"))
+    assert len(stems) == 24
+    for stem in stems:
+        cfg = compose_cfg([f"experiment={stem}"])
+        pre = cfg.stage.pretrain
+        assert (cfg.trainer.accelerator, cfg.trainer.precision, cfg.trainer.benchmark, cfg.trainer.fused) == \
+            ("gpu", "bf16-mixed", True, True), stem
+        assert cfg.data.encoder.name == "resnet18_cifar" and cfg.data.encoder.channels_last is True, stem
+        assert (pre.batch_size, pre.lr_ref_batch, pre.lr) == (512, 128, 1e-3), stem  # effective lr 4e-3
