@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: {err}\n", file=sys.stderr)
         return 2
     print(f"{len(done)} figure(s) in {Path(args.output_dir) / 'figures'}")
+    if not done:
+        print("\nerror: no figure drawn. Runs launched with extra overrides (e.g. RUN_ARGS=debug=tiny) are not the "
+              "figure runs; draw from them with --smoke KEY=VALUE ... (make figures PROFILE=smoke runs and draws the "
+              "debug=tiny set), or run the figure runs without extra overrides (make figures).\n", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -43,3 +43,13 @@ def test_figures_smoke_profile_runs_tiny_and_marks_figures() -> None:
     assert len(lines) == 3 and all("debug=tiny" in ln and "seed=0" in ln for ln in lines)
     assert "table-s1 --run" in out and "--extra debug=tiny" in out
     assert "make_figures.py --output-dir outputs --smoke debug=tiny" in out
+
+
+def test_make_figures_fails_when_it_draws_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_figures", ROOT / "scripts" / "make_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--output-dir", str(tmp_path)]) == 1
+    assert "PROFILE=smoke" in capsys.readouterr().err
