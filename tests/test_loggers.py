@@ -186,3 +186,16 @@ def test_cache_keys_change_only_with_options_that_change_training(make_cfg) -> N
     assert stage_keys(make_cfg("callbacks.model_summary=null", "trainer.log_every_n_steps=1")) == base
     assert stage_keys(make_cfg("callbacks=none"))["pretrain"] != base["pretrain"]  # no early stopping
     assert stage_keys(make_cfg("+trainer.accumulate_grad_batches=2"))["pretrain"] != base["pretrain"]
+
+
+def test_logger_list_combines_entries(make_cfg, tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from crt import tracking
+
+    cfg = make_cfg("logger=[csv,tensorboard]")
+    with tracking.job(cfg, tmp_path / "r") as job:
+        loggers = job.stage_loggers("demix")
+    assert [type(lg) for lg in loggers] == [CSVLogger, TensorBoardLogger]
+    assert Path(loggers[0].log_dir) == tmp_path / "r" / "logs" / "demix"
+    assert Path(loggers[1].log_dir) == tmp_path / "r" / "logs" / "tensorboard" / "demix"
