@@ -25,3 +25,19 @@ demix-benchmark: install ## demix variants on the ground-truth toys (DEMIX_DATAS
 
 demix-report: ## table (outputs/demix/demix_mcc.md) and figure (demix_mcc_by_epoch.png) from the runs on disk
 	$(DEMIX_ENV) $(PY) scripts/demix_report.py --runs $(DEMIX_OUT)/runs --out $(DEMIX_OUT)
+
+# Where does ECRT help? (reduced version of issue 10 item 4: the synthetic regimes; MNIST rows come from the
+# table-s7 runs). ERM, ECRT-MP and its controls (oversampling instead of the per-dimension shuffle, no
+# augmentation, refine on features) x SEEDS, then one table of everything under $(OUTPUT_DIR)/runs.
+REGIME_DATA ?= toy_henon toy_ica
+.PHONY: ecrt-regimes ecrt-regimes-table
+ecrt-regimes: install ## ERM / ECRT-MP / controls on REGIME_DATA x SEEDS, then ecrt-regimes-table
+	@for ds in $(REGIME_DATA); do \
+	  $(RUNPY) data=$$ds method=erm,ecrt_mp seed=$(SEEDS) progress=false skip_completed=true $(RUN_ARGS) || exit 1; \
+	  $(RUNPY) data=$$ds method=ecrt_mp method.augment=oversample,none seed=$(SEEDS) progress=false skip_completed=true $(RUN_ARGS) || exit 1; \
+	  $(RUNPY) data=$$ds method=ecrt_mp method.refine_space=feature seed=$(SEEDS) progress=false skip_completed=true $(RUN_ARGS) || exit 1; \
+	done
+	$(MAKE) ecrt-regimes-table
+
+ecrt-regimes-table: ## the where-ECRT-helps table from the runs on disk: $(OUTPUT_DIR)/tables/ecrt_regimes.md
+	$(RUN_ENV) $(PY) scripts/ecrt_regimes.py --runs $(OUTPUT_DIR)/runs --out $(OUTPUT_DIR)/tables

@@ -22,15 +22,21 @@ COLS = [("mcc_s", "MCC s"), ("mcc_z", "MCC z"), ("mcc_spearman_s", "Spearman s")
         ("within_dcor_s", "dCor s"), ("within_dcor_z", "dCor z"), ("within_dcor_true", "dCor true")]
 
 
+COMMON = {"method", "stage.pretrain.epochs", "stage.refine.epochs", "stage.demix.epochs", "seed"}  # same in every run
+
+
 def load(root: Path) -> list[dict]:
     rows = []
-    for p in sorted(root.rglob("results.json")):
+    for p in sorted(root.rglob("results.json")):  # run folders are named by their overrides (hydra dir config)
         r = json.loads(p.read_text())
         d = r.get("diagnostics") or {}
         if "mcc_s" not in d:
             continue
         sel = (r["stages"].get("demix") or {}).get("selected") or {}
-        rows.append({"dataset": r["dataset"], "variant": p.parent.parent.name, "seed": r["seed"], **d,
+        overrides = dict(kv.split("=", 1) for kv in p.parent.parent.name.split(",") if "=" in kv)
+        dataset = overrides.pop("data", r["dataset"])  # the data config (toy_henon_identity is a toy_henon variant)
+        variant = ", ".join(f"{k}={v}" for k, v in overrides.items() if k not in COMMON) or "default"
+        rows.append({"dataset": dataset, "variant": variant, "seed": r["seed"], **d,
                      "best_epoch": sel.get("best_epoch", sel.get("epoch"))})
     return rows
 
