@@ -376,3 +376,28 @@ def test_sigterm_while_storing_a_stage_leaves_no_entry_and_the_rerun_finishes_it
     again = run(cfg, run_dir=tmp_path / "cut" / "run")  # resumes from the checkpoint after the last epoch
     assert again["stages"]["pretrain"]["reused"] and not again["stages"]["demix"]["reused"]
     assert again["metrics"] == whole["metrics"]
+
+
+# ---------------------------------------------------------------- nonsense configuration (checked by crt.config)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("method.lam=nan", "method.lam"),
+    ("method.lam=inf", "method.lam"),
+    ("method.rho=nan", "method.rho"),
+    ("stage.pretrain.epochs=0", "epochs"),
+    ("stage.demix.epochs=-1", "epochs"),
+    ("stage.refine.batch_size=0", "batch_size"),
+    ("stage.pretrain.lr=nan", "lr"),
+    ("seed=abc", "seed"),
+    ("seed=1.5", "seed"),
+    ("data.feature_dim=0", "feature_dim"),
+    ("data.minority_classes=1", "minority_classes"),
+    ("+method.lamda=0.1", "lamda"),
+])
+def test_nonsense_config_is_refused_before_training(make_cfg, tmp_path: Path, override: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        run(make_cfg(*TINY, override), run_dir=tmp_path / "run")
+    msg = str(err.value)
+    assert needle in msg and "Fix" in msg and "\n" not in msg, msg
+    assert not (tmp_path / "outputs" / "cache").exists()  # nothing trained

@@ -88,3 +88,12 @@ def test_multirun_goes_on_past_an_invalid_job_and_lists_it(tmp_path: Path) -> No
     assert len(folders) == 2 and all(len(p.name) <= 80 for p in folders)
     long = next(p for p in folders if "data.minority_classes=[0,1,2" in p.name)
     assert eighty in (long / "seed0" / ".hydra" / "overrides.yaml").read_text()  # the full overrides are kept
+
+
+@pytest.mark.parametrize("override,needle", [("seed=1.5", "seed=1.5 is not an integer"),
+                                             ("+method.lamda=0.1", "method.lamda")])
+def test_nonsense_config_exits_2_with_one_paragraph(tmp_path: Path, override: str, needle: str) -> None:
+    out = _cli(override, f"paths.output_dir={tmp_path}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert needle in out.stderr and "Fix:" in out.stderr
+    assert not (tmp_path / "cache").exists()
