@@ -90,9 +90,27 @@ def compose_setting(base: list[str], edits: list[str], out: Path) -> Any:
     for edit in edits:
         key, _, value = edit.partition("=")
         _set(cfg, key, _value(value))
+    if any(e.startswith("data.name=") for e in edits):
+        _drop_unread_data_keys(cfg)
     _set(cfg, "paths.output_dir", str(out))
     _set(cfg, "paths.cache_dir", str(out / "cache"))
     return cfg
+
+
+def _drop_unread_data_keys(cfg: Any) -> None:
+    """After swapping the dataset (e.g. CIFAR-100 -> synthetic images of its shape): drop the data keys only the
+    original loader reads (download, ...), which the new one would reject."""
+    from dataclasses import fields
+
+    from crt.config import METHOD_DEFAULT_KEYS, STAGE_DATA_KEYS, Protocol
+    from crt.registry import DATASETS
+
+    entry = DATASETS.entry(str(cfg.data.name), "data.name")
+    known = {f.name for f in fields(entry.options)} | {f.name for f in fields(Protocol)}
+    known |= set(STAGE_DATA_KEYS) | set(METHOD_DEFAULT_KEYS)
+    with open_dict(cfg.data):
+        for k in [k for k in cfg.data if k not in known]:
+            del cfg.data[k]
 
 
 def bench_once(cfg: Any, run_dir: Path) -> dict[str, Any]:
