@@ -171,3 +171,24 @@ def test_cifar_experiment_files_run_the_fast_path() -> None:
             ("gpu", "bf16-mixed", True, True), stem
         assert cfg.data.encoder.name == "resnet18_cifar" and cfg.data.encoder.channels_last is True, stem
         assert (pre.batch_size, pre.lr_ref_batch, pre.lr) == (512, 128, 1e-3), stem  # effective lr 4e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the CPU check is the test above)")
+def test_training_steps_make_no_cuda_sync(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU, CUDA itself reports every synchronising call (C++ ones too) inside the steps as an error."""
+    steps: Counter[str] = Counter()
+    for cls in (ClassifierModule, DemixModule):
+        orig = cls.training_step
+
+        def step(self, batch, idx, _orig=orig):  # noqa: ANN001, ANN202
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return _orig(self, batch, idx)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+                steps[type(self).__name__] += 1
+
+        monkeypatch.setattr(cls, "training_step", step)
+    run(make_cfg("debug=tiny", "data.n_per_class=200", "data.n_test_per_class=20", "logger=none", "trainer=gpu"),
+        run_dir=tmp_path / "run")
+    assert steps["ClassifierModule"] >= 4 and steps["DemixModule"] >= 2
