@@ -22,7 +22,18 @@ COLS = [("mcc_s", "MCC s"), ("mcc_z", "MCC z"), ("mcc_spearman_s", "Spearman s")
         ("within_dcor_s", "dCor s"), ("within_dcor_z", "dCor z"), ("within_dcor_true", "dCor true")]
 
 
-COMMON = {"method", "stage.pretrain.epochs", "stage.refine.epochs", "stage.demix.epochs", "seed"}  # same in every run
+COMMON = {"method", "stage.pretrain.epochs", "stage.refine.epochs", "stage.demix.epochs", "seed", "progress", "logger",
+          "skip_completed", "paths.output_dir", "paths.data_dir"}  # the same in every run of the benchmark
+
+
+def run_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides of a run: .hydra/overrides.yaml, else the folder name (long names are hashed)."""
+    f = run_dir / ".hydra" / "overrides.yaml"
+    if f.exists():
+        import yaml
+
+        return [str(o) for o in yaml.safe_load(f.read_text()) or []]
+    return run_dir.parent.name.split(",")
 
 
 def load(root: Path) -> list[dict]:
@@ -33,7 +44,7 @@ def load(root: Path) -> list[dict]:
         if "mcc_s" not in d:
             continue
         sel = (r["stages"].get("demix") or {}).get("selected") or {}
-        overrides = dict(kv.split("=", 1) for kv in p.parent.parent.name.split(",") if "=" in kv)
+        overrides = dict(kv.split("=", 1) for kv in run_overrides(p.parent) if "=" in kv)
         dataset = overrides.pop("data", r["dataset"])  # the data config (toy_henon_identity is a toy_henon variant)
         variant = ", ".join(f"{k}={v}" for k, v in overrides.items() if k not in COMMON) or "default"
         rows.append({"dataset": dataset, "variant": variant, "seed": r["seed"], **d,

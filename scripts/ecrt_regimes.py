@@ -17,11 +17,15 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # demix_report.run_overrides
 
 METRICS = [("metrics", "test/top1", "top-1"), ("metrics", "test/minority_f1", "minority F1"),
            ("metrics", "val/bal_acc", "val bal. acc"), ("diagnostics", "mcc_s", "MCC s"),
            ("diagnostics", "mcc_z", "MCC z"), ("diagnostics", "mmd_augmented", "MMD aug"),
            ("diagnostics", "mmd_oversample", "MMD oversample")]
+
+
+SKIP = {"seed", "progress", "logger", "skip_completed", "paths.output_dir", "paths.data_dir"}
 
 
 def fmt(vals: list[float]) -> str:
@@ -45,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.datasets and rel[0] not in args.datasets:
             continue
         r = json.loads(p.read_text())
-        key = (rel[0], rel[2])
+        from demix_report import run_overrides
+
+        label = ", ".join(o for o in run_overrides(p.parent) if o.split("=", 1)[0] not in SKIP) or rel[2]
+        key = (rel[0], label)
         seeds[key].append(int(r["seed"]))
         for section, k, _ in METRICS:
             v = (r.get(section) or {}).get(k)
