@@ -1,7 +1,7 @@
 """The long-tail tables (issue 14): CIFAR-LT cells beside published numbers, and the MNIST-scale table.
 
 `table-lt`: CIFAR-10/100-LT at imbalance factors 100, 50, 10 (experiment files
-`lt_<dataset>_if<IF>_<method>.yaml`), ResNet-32 and LDAM-DRW's recipe (configs/experiment/lt_common.yaml).
+`lt_<dataset>_if<IF>_<method>.yaml`), ResNet-32 and LDAM-DRW's recipe (configs/experiment/_base/lt.yaml).
 PROFILE=smoke fills every cell from `experiment=lt_smoke method=<method>` (synthetic CIFAR-shaped images,
 a narrow ResNet-32, 2 epochs) so CI runs the whole table path in well under a minute.
 Published values are rows of crt/report/paper_results.csv with table `LT`, dataset `cifar10_lt` /
