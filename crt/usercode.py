@@ -3,7 +3,7 @@
 - `data.encoder._target_=my_pkg.Enc`: `Enc(in_dim=..., out_dim=..., **other data.encoder keys)` is the
   encoder (an nn.Module mapping a batch of inputs to N x out_dim features; `name` is ignored).
 - `method.pretrain_loss=my_pkg.MyLoss` / `method.refine_loss=...`: a `crt.losses.ClassLoss` subclass, built as
-  `MyLoss(train_class_counts, **method.loss_kwargs)`, returning one loss per sample.
+  `MyLoss(train_class_counts, **method.<stage>_loss_kwargs)`, returning one loss per sample.
 - `+data._target_=my_pkg.load`: `load(data_dir=..., **other data keys)` returns a `crt.data.RawData`; the
   imbalance protocol of the data config is applied to it as for the built-in datasets.
 run.py puts the working directory on the import path, so modules there are found.

@@ -6,7 +6,8 @@ For logits F (N x M) and 0/1 targets Y (N x M), with t_i = argmax_l F_il the top
 - NLL (`nll`) = (1/N) sum_i sum_l BCE(F_il, Y_il), BCE(f, y) = -y log sigmoid(f) - (1 - y) log sigmoid(-f),
   in nats: the mean over samples of the binary cross-entropy summed over labels (what the `bce` loss trains).
 - per-class ACC: acc_c = mean of Y[i, t_i] over the samples with Y_ic = 1 (class-conditional ACC);
-  `bal_acc` is its mean over the classes with at least one positive (the model-selection metric).
+  `bal_acc` is its mean over the classes with at least one positive. (Model selection on multi-label data
+  uses the sample ACC, logged as `<stage>/val/bal_acc` by crt.stages.modules.ClassifierModule.)
 - F1 per class of the decisions F_il > 0 (probability > 1/2); `macro_f1` its mean over classes with a
   positive, `micro_f1` from the pooled counts; `minority_f1` / `majority_f1` and `minority_acc` restrict
   the means to those classes; `acc_many/medium/few` average acc_c within each shot group.
