@@ -302,3 +302,29 @@ def test_methods_table_mean_and_sample_std_per_method() -> None:
     assert lines[2] == "| ERM | 0 | 70.00 ± 0.00 | – | – | – | – |"  # missing metrics are dashes, never 0
     # minority recall 10 % and 30 %: mean 20, sample std sqrt(((10-20)^2 + (30-20)^2) / 1) = 14.14
     assert lines[3] == "| LDAM | 0,1 | 50.00 ± 0.00 | 1.000 ± 0.000 | 40.00 ± 0.00 | 20.00 ± 0.00 | 20.00 ± 14.14 |"
+
+
+@pytest.mark.parametrize("name,stage", [("iw", "pretrain"), ("focal", "pretrain"), ("ldam", "pretrain"),
+                                        ("ldam_drw", "pretrain"), ("vat", "pretrain"), ("ecrt_mp_ldam", "refine")])
+def test_baseline_config_changes_the_loss_its_stage_trains(name: str, stage: str, make_cfg) -> None:
+    """The method's loss (with its typed options) is what the stage builds, and it is not cross-entropy."""
+    from types import SimpleNamespace
+
+    from crt.config import resolve
+    from crt.stages.common import build_stage_loss
+
+    counts = torch.tensor([40, 10, 2])
+    loss = build_stage_loss(SimpleNamespace(multilabel=False), resolve(make_cfg(f"method={name}")).stages[stage].loss,
+                            counts)
+    ce = build_loss("ce", counts)
+    logits, y = _batch(m=3, n=12)
+    logits = logits.clamp(-1, 1)  # cosine-scale logits, valid for every head
+    if name == "vat":  # same per-sample CE, plus the adversarial term on the model
+        net = _vat_model()
+        x = torch.randn(12, 5, generator=torch.Generator().manual_seed(2))
+        assert float(loss.regularizer(net, x, net(x))) > 0.0
+        return
+    assert not torch.allclose(loss(logits, y), ce(logits, y))
+    from crt.registry import LOSSES
+
+    assert type(loss) is LOSSES["ldam" if name == "ecrt_mp_ldam" else name]
