@@ -45,7 +45,9 @@ def toy_model(cfg: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     z_tr = henon_features(s_tr, float(cfg["rotation_deg"]), float(cfg["scale"]))
     mean, std = z_tr.mean(0), z_tr.std(0)
     x_tr = ((z_tr - mean) / std) @ a.T + float(cfg["noise"]) * torch.randn(len(z_tr), a.shape[0], generator=g)
-    raw = load_toy_henon(**{k: v for k, v in cfg.items() if k != "name"})
+    from crt.data import loader_options
+
+    raw = load_toy_henon(**loader_options({**cfg, "name": "toy_henon"}))
     if not torch.equal(x_tr, raw.x_train):
         raise RuntimeError("crt/data/toy.py draws the toy differently from this script; update toy_model().")
     return a, mean, std

@@ -166,7 +166,7 @@ def write_features_npz(path: Path, m: int = 4, per_class: int = 30, d: int = 6, 
 
 def test_cifar100_reads_official_pickles(tmp_path: Path) -> None:
     write_cifar100(tmp_path, per_class=6, test_per_class=2)
-    raw = load_cifar100(data_dir=str(tmp_path), download=False, num_classes=100, anything="ignored")
+    raw = load_cifar100(data_dir=str(tmp_path), download=False)
     assert raw.x_train.shape == (600, 3, 32, 32) and raw.x_train.dtype == torch.uint8
     assert raw.x_test.shape == (200, 3, 32, 32) and raw.y_train.dtype == torch.long
     assert torch.bincount(raw.y_train).tolist() == [6] * 100 and raw.num_classes == 100

@@ -39,6 +39,14 @@ def get_data_loader(cfg: Mapping[str, Any]) -> Any:
     return get_loader(str(cfg.get("name")))
 
 
+def takes(fn: Any, name: str) -> bool:
+    """Whether `fn` accepts the keyword argument `name`."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def loader_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The `data.*` entries the dataset's loader takes (its keyword parameters; all entries but name and
     _target_ for a user loader that takes **kwargs)."""
@@ -86,7 +94,7 @@ def build_split(cfg: Mapping[str, Any], data_dir: str | None = None) -> Split:
     name = cfg.get("name")
     loader = get_data_loader(cfg)
     kwargs = loader_options(cfg)
-    if data_dir is not None:
+    if data_dir is not None and takes(loader, "data_dir"):
         kwargs["data_dir"] = data_dir
     raw = loader(**kwargs)
     check_raw(raw, str(name))  # finite features, labels 0..C-1, no empty class (crt/data/validate.py)

@@ -87,8 +87,7 @@ def features_path(data_dir: str | Path, model: str) -> Path:
 
 @register("arxiv")
 def load_arxiv(data_dir: str = "data", features_model: str = "scibert", num_categories: int = 152,
-               categories_file: str | None = None, test_fraction: float = 0.2, data_seed: int = 0,
-               **_: object) -> RawData:
+               categories_file: str | None = None, test_fraction: float = 0.2, data_seed: int = 0) -> RawData:
     """Embedded abstracts and multi-hot category targets (module docstring)."""
     path = features_path(data_dir, features_model)
     root = path.parent

@@ -96,12 +96,12 @@ def load_cifar(which: str, data_dir: str = "data", download: bool = True) -> Raw
 
 
 @register("cifar100")
-def load_cifar100(data_dir: str = "data", download: bool = True, **_: object) -> RawData:
+def load_cifar100(data_dir: str = "data", download: bool = True) -> RawData:
     """CIFAR-100 fine labels: 500 training and 100 test images per class."""
     return load_cifar("cifar100", data_dir, download)
 
 
 @register("cifar10")
-def load_cifar10(data_dir: str = "data", download: bool = True, **_: object) -> RawData:
+def load_cifar10(data_dir: str = "data", download: bool = True) -> RawData:
     """CIFAR-10: 5000 training and 1000 test images per class."""
     return load_cifar("cifar10", data_dir, download)

@@ -104,7 +104,7 @@ def read_features(path: Path, test_fraction: float = 0.2, data_seed: int = 0,
 
 @register("features")
 def load_features(path: str | None = None, data_dir: str = "data", test_fraction: float = 0.2,
-                  data_seed: int = 0, num_classes: int | None = None, **_: object) -> RawData:
+                  data_seed: int = 0, num_classes: int | None = None) -> RawData:
     """Any precomputed features; a relative `path` is looked up under the working directory, then data_dir."""
     if not path:
         raise ConfigError("data=features needs data.path. Fix: pass data.path=/path/to/features.npz "

@@ -50,8 +50,7 @@ def list_images(root: Path) -> tuple[list[Path], list[int], list[Path], list[int
 
 
 @register("inat2019")
-def load_inat2019(data_dir: str = "data", features_file: str = FEATURES, num_classes: int | None = 1010,
-                  **_: object) -> RawData:
+def load_inat2019(data_dir: str = "data", features_file: str = FEATURES, num_classes: int | None = 1010) -> RawData:
     """Inception-V3 features of the official train and val images."""
     root = Path(data_dir).expanduser() / FOLDER
     path = root / features_file

@@ -11,7 +11,7 @@ from crt.errors import DataNotFoundError
 
 
 @register("mnist")
-def load_mnist(data_dir: str = "data", download: bool = True, **_: object) -> RawData:
+def load_mnist(data_dir: str = "data", download: bool = True) -> RawData:
     from torchvision.datasets import MNIST
 
     root = Path(data_dir).expanduser()

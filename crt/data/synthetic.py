@@ -14,7 +14,7 @@ from crt.data.base import RawData, register
 
 @register("synthetic_images")
 def load_synthetic_images(num_classes: int = 100, n_per_class: int = 500, n_test_per_class: int = 100,
-                          image_size: int = 32, noise: float = 48.0, data_seed: int = 0, **_: object) -> RawData:
+                          image_size: int = 32, noise: float = 48.0, data_seed: int = 0) -> RawData:
     g = torch.Generator().manual_seed(30_000 + int(data_seed))
     templates = torch.rand(num_classes, 3, 8, 8, generator=g) * 255
     templates = F.interpolate(templates, size=image_size, mode="bilinear", align_corners=False)

@@ -53,8 +53,7 @@ def list_images(root: Path) -> tuple[list[Path], list[int], list[Path], list[int
 
 
 @register("tinyimagenet")
-def load_tinyimagenet(data_dir: str = "data", features_file: str = FEATURES, num_classes: int | None = 200,
-                      **_: object) -> RawData:
+def load_tinyimagenet(data_dir: str = "data", features_file: str = FEATURES, num_classes: int | None = 200) -> RawData:
     """ResNet-18 features of the official train (500/class) and val (50/class) images."""
     root = Path(data_dir).expanduser() / FOLDER
     path = root / features_file

@@ -39,7 +39,6 @@ def load_toy_henon(
     scale: float = 0.3,
     project: bool = True,
     data_seed: int = 0,
-    **_: object,
 ) -> RawData:
     """x = A z + eps with z the standardised Hénon features; A (input_dim x 2) fixed by data_seed.
 
@@ -114,7 +113,6 @@ def load_toy_ica(
     mean_scale: float = 1.0,
     log_std_range: float = 1.0,
     data_seed: int = 0,
-    **_: object,
 ) -> RawData:
     """Harder ground-truth demixing benchmark: d class-conditionally independent Gaussian sources with
     class-modulated means and variances (more classes than 2d, the identifiability condition of GCL/TCL),
@@ -141,7 +139,6 @@ def load_toy_extreme(
     n_test_per_class: int = 20,
     std: float = 0.1,
     data_seed: int = 0,
-    **_: object,
 ) -> RawData:
     """1000 2-D Gaussians with means U(-4, 4)^2 and std 0.1; n_c uniform in [5, 150] (natural imbalance)."""
     g = torch.Generator().manual_seed(20_000 + int(data_seed))

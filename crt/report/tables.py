@@ -595,17 +595,19 @@ def data_absent(experiment: str, data_dir: str) -> str | None:
     from omegaconf import OmegaConf
 
     from crt.config import register_resolvers
-    from crt.data import get_loader
+    from crt.data import get_data_loader, loader_options, takes
     from crt.errors import DataNotFoundError
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(configs_dir()), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={experiment}", f"paths.data_dir={data_dir}"])
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    kwargs = {k: v for k, v in data.items() if k != "name"}
-    kwargs.update(data_dir=data_dir, download=False)
+    loader = get_data_loader(data)
+    kwargs = {**loader_options(data), **({"data_dir": data_dir} if takes(loader, "data_dir") else {})}
+    if "download" in kwargs:
+        kwargs["download"] = False
     try:
-        get_loader(str(data["name"]))(**kwargs)
+        loader(**kwargs)
     except (DataNotFoundError, FileNotFoundError) as err:
         first = str(err).split(". ")[0]
         return f"n/a: data absent ({first})"
