@@ -78,7 +78,7 @@ def figure(rows: list[dict], out: Path) -> list[Path]:
                 h = r["mcc_s_val_by_epoch"]
                 ax.plot(range(1, len(h) + 1), h, label=f"{r['variant'][:60]} s{r['seed']}")
                 ax.axhline(r["mcc_z"], color="grey", lw=0.5, ls=":")
-        ax.set(title=f"{ds}: MCC of s (held-out) per demix epoch; dotted: z", xlabel="demix epoch", ylabel="MCC",
+        ax.set(title=f"{ds} (dotted: MCC of z)", xlabel="demix epoch", ylabel="MCC of s, held-out split",
                ylim=(0, 1))
         ax.legend(fontsize=5)
     return save(fig, out, "demix_mcc_by_epoch")
