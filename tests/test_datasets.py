@@ -456,7 +456,8 @@ def test_e2e_cifar100(make_cfg, tmp_path: Path) -> None:
     write_cifar100(tmp_path / "data", per_class=10, test_per_class=2)
     r = _run(make_cfg, tmp_path, "data=cifar100", f"paths.data_dir={tmp_path / 'data'}", "method=ecrt_mp",
              "data.download=false", "data.n_max=10", "data.ratio=0.2",
-             "data.encoder.name=mlp_image", "+data.encoder.hidden=[16]")  # a ResNet-18 is too slow on a CPU
+             "data.encoder.name=mlp_image", "~data.encoder.channels_last",  # a ResNet-18 is too slow on a CPU;
+             "+data.encoder.hidden=[16]")  # the MLP takes no ResNet options
     assert r["data"]["counts"] == [10] * 50 + [2] * 50 and r["data"]["n_test"] == 200
     assert r["data"]["minority_classes"] == list(range(50, 100))
     assert r["config"]["data"]["train_transform"] == "crop_flip"
