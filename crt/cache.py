@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from typing import Any
 
 import torch
 
-from crt.utils import atomic_write_json
+from crt.utils import atomic_folder, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +113,11 @@ class StageCache:
 
     def save(self, stage: str, key: str, outputs: dict[str, Any], meta: dict[str, Any]) -> Path:
         final = self.folder(stage, key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.tmp"))
-        try:
+        with atomic_folder(final) as tmp:
             torch.save(outputs, tmp / "outputs.pt")
             with open(tmp / "outputs.pt", "rb") as fh:
                 os.fsync(fh.fileno())
             atomic_write_json(tmp / "meta.json", {**meta, "sha256": sha256_file(tmp / "outputs.pt")})
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         shutil.rmtree(self.partial(stage, key), ignore_errors=True)  # its checkpoints are obsolete now
         return final
 

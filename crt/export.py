@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from crt.errors import ConfigError
+from crt.utils import atomic_folder
 
 log = logging.getLogger(__name__)
 MODEL_DIR = "model"
@@ -89,20 +88,11 @@ def save_model(run_dir: str | os.PathLike, cfg: DictConfig, split: Any, outputs:
                     "train_counts": split.train_counts.tolist(), "groups": list(split.groups)},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{MODEL_DIR}.tmp"))
-    final = run_dir / MODEL_DIR
-    try:
+    final = Path(run_dir) / MODEL_DIR
+    with atomic_folder(final) as tmp:
         torch.save(weights, tmp / "weights.pt")
         meta["check"] = _check(meta, tmp, split, outputs)
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 
