@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from crt.errors import ConfigError
-from crt.report.tables import Cell, TableSpec, _common_notes, data_absent, has_config, multirun
+from crt.report.tables import Cell, TableSpec, _common_notes, data_absent, has_config, launch_cells, multirun
 
 LT_DATASETS = ("cifar10", "cifar100")
 LT_FACTORS = (100, 50, 10)
@@ -114,15 +114,7 @@ def run_table_lt(methods: Sequence[str], seeds: str, profile: str, output_dir: s
     failed = 0
     for d in LT_DATASETS:
         exps = [lt_experiment(d, f, m) for f in LT_FACTORS for m in methods if has_config("experiment", lt_experiment(d, f, m))]
-        if not exps:
-            status[d] = "n/a: no experiment file"
-            continue
-        why = data_absent(exps[0], data_dir)
-        if why:
-            print(f"skip {d}: {why}", flush=True)
-            status[d] = why
-            continue
-        failed += multirun([f"experiment={','.join(exps)}", *common], dry_run=dry_run) != 0
+        failed += launch_cells(d, exps, common, data_dir, status, dry_run)
     return status, failed
 
 

@@ -614,6 +614,21 @@ def data_absent(experiment: str, data_dir: str) -> str | None:
     return None
 
 
+def launch_cells(name: str, exps: Sequence[str], common: Sequence[str], data_dir: str, status: dict[str, str],
+                 dry_run: bool = False) -> int:
+    """One multirun over the experiment files `exps` of dataset `name`, unless there are none or their data is
+    absent (then `status[name]` says why). Returns 1 if the multirun failed, else 0."""
+    if not exps:
+        status[name] = "n/a: no experiment file"
+        return 0
+    why = data_absent(exps[0], data_dir)
+    if why:
+        print(f"skip {name}: {why}", flush=True)
+        status[name] = why
+        return 0
+    return int(multirun([f"experiment={','.join(exps)}", *common], dry_run=dry_run) != 0)
+
+
 def run_table1(datasets: Sequence[str], methods: Sequence[str], seeds: str, profile: str, output_dir: str,
                data_dir: str, extra: Sequence[str] = (), dry_run: bool = False) -> tuple[dict[str, str], int]:
     """Launch every Table 1 cell as Hydra multiruns (one per dataset).
@@ -633,16 +648,8 @@ def run_table1(datasets: Sequence[str], methods: Sequence[str], seeds: str, prof
         return status, failed
     for d in datasets:
         exps = [f"{d}_{m}" for m in methods if has_config("experiment", f"{d}_{m}")]
-        if not exps:
-            status[d] = "n/a: no experiment file"
-            continue
-        why = data_absent(exps[0], data_dir)
-        if why:
-            print(f"skip {d}: {why}", flush=True)
-            status[d] = why
-            continue
-        failed += multirun([f"experiment={','.join(exps)}", *common], dry_run=dry_run) != 0
-        if d == "cifar100" and f"{d}_ecrt_1p" in exps:
+        failed += launch_cells(d, exps, common, data_dir, status, dry_run)
+        if d == "cifar100" and d not in status and f"{d}_ecrt_1p" in exps:
             failed += multirun([f"experiment={d}_ecrt_1p", "method.pretrain_classes=all", *common],
                                dry_run=dry_run) != 0
     return status, failed
