@@ -4,6 +4,7 @@ table specs pick the right runs and published values, and `make table-lt PROFILE
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,81 @@ def test_table_lt_puts_runs_beside_published_values(tmp_path: Path) -> None:
     assert row["diff"].item() == pytest.approx(-2.5)
     other = df[(df.setting == "IF=50") & (df.method == "logit_adjust") & (df.metric == "top1")]
     assert (other.n_seeds == 0).all() and other.paper.isna().all()
+
+
+def test_every_published_lt_value_cites_its_table_and_page() -> None:
+    """Each cited CIFAR-LT row names a table and a page, fits a cell of the table, and matches its printed number."""
+    lt = pd.read_csv(T.PAPER_LT_CSV, dtype=str, keep_default_na=False)
+    assert list(lt.columns) == ["table", "dataset", "method", "setting", "metric", "value", "printed", "source"]
+    assert len(lt) == 26 and not lt.duplicated(["dataset", "method", "setting", "metric"]).any()
+    assert set(lt.table) == {"LT"} and set(lt.metric) == {"top1"}
+    assert set(lt.dataset) <= {f"{d}_lt" for d in LT.LT_DATASETS}
+    assert set(lt.setting) <= {f"IF={f}" for f in LT.LT_FACTORS}
+    assert set(lt.method) <= set(LT.LT_METHODS)
+    for r in lt.itertuples():
+        assert re.search(r"\bTable \d+\b", r.source) and re.search(r"(\bp\. \d+\b|page not determined)", r.source), r
+        value = float(r.value)
+        assert 0 <= value <= 100, r
+        printed = float(re.search(r"(error|accuracy) (\d+\.\d+)", r.printed).group(2))
+        # an error e is entered as 100 - e, an accuracy as printed
+        assert value == pytest.approx(100 - printed if "error" in r.printed else printed, abs=1e-9), r
+    # the paper column of the old tables stays the spec's file: no LT row there
+    assert "LT" not in set(pd.read_csv(T.PAPER_CSV, dtype=str, keep_default_na=False).table)
+
+
+def test_load_paper_adds_the_cited_lt_rows_to_the_spec_rows() -> None:
+    main = pd.read_csv(T.PAPER_CSV, dtype=str, keep_default_na=False)
+    paper = T.load_paper()
+    assert len(paper) == len(main) + 26 and paper["value"].dtype.kind == "f"
+    assert (paper[paper.table != "LT"].source == "").all() and (paper[paper.table == "LT"].source != "").all()
+    assert T.paper_value(paper, ("LT",), "cifar100_lt", "IF=100", ("ldam_drw",), ("top1",)) == 42.04
+    assert T.paper_value(paper, ("LT",), "cifar100_lt", "IF=50", ("ldam_drw",), ("top1",)) is None
+    assert T.paper_value(paper, ("T1",), "cifar100", "", ("erm",), ("top1",)) == 49.29
+
+
+def test_table_lt_renders_the_published_value_in_its_cell_and_cites_it(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    stem = LT.lt_experiment("cifar100", 100, "ldam_drw")
+    for seed, acc in ((0, 0.40), (1, 0.42)):
+        fake_run(runs, [f"experiment={stem}"], seed, {"top1": acc}, dataset="cifar100", method="ldam_drw")
+    spec = LT.table_lt_spec(seeds="0,1")
+    df = T.aggregate(spec, T.find_runs(runs))  # the shipped paper numbers
+    top1 = df[df.metric == "top1"].set_index(["dataset", "setting", "method"])
+    assert top1.loc[("cifar100", "IF=100", "ldam_drw"), "paper"] == 42.04
+    assert top1.loc[("cifar100", "IF=100", "ldam_drw"), "diff"] == pytest.approx(41.0 - 42.04)
+    assert top1.loc[("cifar10", "IF=10", "decoupled_lws"), "paper"] == 91.1
+    assert top1.loc[("cifar100", "IF=100", "logit_adjust"), "paper"] == 43.89
+    assert top1["paper"].notna().sum() == 26
+    assert pd.isna(top1.loc[("cifar100", "IF=50", "ldam_drw"), "paper"])  # no paper reports IF 50
+    assert pd.isna(top1.loc[("cifar100", "IF=100", "ecrt_mp"), "paper"])
+    assert df[df.metric == "acc_few"]["paper"].isna().all()  # only top-1 is published
+    md = T.to_markdown(df, spec)
+    assert "| CIFAR-100-LT | IF=100 | ldam_drw | 41.00 ± 1.41 | 42.04 | -1.04 |" in md
+    assert "| CIFAR-10-LT | IF=100 | erm | n/a: not run | 70.36 | — |" in md
+    assert "> paper column from Cao et al., NeurIPS 2019 (arXiv:1906.07413v2), Table 2, p. 8: erm (IF 100, 10), " \
+           "ldam_drw (IF 100, 10)." in md
+    assert "Ren et al., NeurIPS 2020 (arXiv:2007.10740v3), Table 5, p. 9: balanced_softmax (IF 100, 10)" in md
+    # the smoke table keeps the real paper column
+    smoke = LT.table_lt_spec(profile="smoke")
+    sdf = T.aggregate(smoke, [])
+    row = sdf[(sdf.dataset == "cifar10") & (sdf.setting == "IF=100") & (sdf.method == "decoupled_crt") & (sdf.metric == "top1")]
+    assert row.paper.item() == 82.0
+    assert any("Menon et al., ICLR 2021 (arXiv:2007.07314v2), Table 3, p. 9" in n for n in smoke.notes)
+
+
+def test_published_notes_name_each_dataset_when_their_factors_differ() -> None:
+    paper = pd.DataFrame([
+        {"table": "LT", "dataset": "cifar10_lt", "method": "erm", "setting": "IF=100", "metric": "top1", "value": 70.0,
+         "printed": "x", "source": "A et al., Table 1, p. 2"},
+        {"table": "LT", "dataset": "cifar100_lt", "method": "erm", "setting": "IF=10", "metric": "top1", "value": 50.0,
+         "printed": "x", "source": "A et al., Table 1, p. 2"},
+        {"table": "T1", "dataset": "cifar100", "method": "erm", "setting": "", "metric": "top1", "value": 49.0,
+         "printed": "", "source": ""},
+    ])
+    notes = LT.published_notes(paper)
+    assert notes[0] == "paper column from A et al., Table 1, p. 2: erm (CIFAR-10-LT IF 100; CIFAR-100-LT IF 10)."
+    assert len(notes) == 2 and "100 − e" in notes[1]
+    assert LT.published_notes(paper[paper.table == "T1"]) == []
 
 
 def test_table_lt_small_cells_include_the_compositions() -> None:

@@ -4,9 +4,10 @@
 `lt_<dataset>_if<IF>_<method>.yaml`), ResNet-32 and LDAM-DRW's recipe (configs/experiment/_base/lt.yaml).
 PROFILE=smoke fills every cell from `experiment=lt_smoke method=<method>` (synthetic CIFAR-shaped images,
 a narrow ResNet-32, 2 epochs) so CI runs the whole table path in well under a minute.
-Published values are rows of crt/report/paper_results.csv with table `LT`, dataset `cifar10_lt` /
-`cifar100_lt`, setting `IF=<factor>`, metric `top1` (percent); each such row must cite the paper's table and
-page (see docs/longtail.md). A missing value shows as "—".
+Published values are rows of crt/report/paper_results_lt.csv (merged by `load_paper`) with table `LT`, dataset
+`cifar10_lt` / `cifar100_lt`, setting `IF=<factor>`, metric `top1` (percent), the number as the paper prints it
+(`printed`) and the paper, table and page it comes from (`source`); the table's notes list the sources
+(docs/longtail.md says what is and is not included). A missing value shows as "—".
 
 `table-lt-small`: the same methods, alone and composed with ECRT-MP, on the Hénon toy (class 0 at 200 vs
 2000) and MNIST (digit 0 at 1200 vs 6000), with every method's encoder pretrained on all classes
@@ -18,8 +19,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from crt.errors import ConfigError
-from crt.report.tables import Cell, TableSpec, _common_notes, data_absent, has_config, launch_cells, multirun
+from crt.report.tables import (Cell, TableSpec, _common_notes, data_absent, has_config, launch_cells, load_paper,
+                               multirun)
 
 LT_DATASETS = ("cifar10", "cifar100")
 LT_FACTORS = (100, 50, 10)
@@ -50,9 +54,37 @@ def lt_experiment(dataset: str, factor: int, method: str) -> str:
     return f"lt_{dataset}_if{factor}_{method}"
 
 
+def published_notes(paper: pd.DataFrame) -> list[str]:
+    """Where the paper column comes from: per cited table, the methods and imbalance factors it fills."""
+    rows = paper[paper["table"] == "LT"]
+    notes = []
+    for source, g in rows.groupby("source", sort=False):
+        parts = []
+        for method, gm in g.groupby("method", sort=False):
+            per = {d: sorted({int(s.split("=")[1]) for s in gm[gm["dataset"] == f"{d}_lt"]["setting"]}, reverse=True)
+                   for d in LT_DATASETS}
+            per = {d: f for d, f in per.items() if f}
+            if len(per) == len(LT_DATASETS) and len({tuple(f) for f in per.values()}) == 1:
+                where = "IF " + ", ".join(map(str, next(iter(per.values()))))
+            else:
+                where = "; ".join(f"{LT_NAMES[d]} IF " + ", ".join(map(str, f)) for d, f in per.items())
+            parts.append(f"{method} ({where})")
+        notes.append(f"paper column from {source}: " + ", ".join(parts) + ".")
+    if notes:
+        notes.append("A paper value printed as a top-1 or balanced error e is entered as 100 − e (on a balanced test set "
+                     "the balanced error is 1 − top-1); crt/report/paper_results_lt.csv keeps the printed number of "
+                     "every value. decoupled_tau_norm: Menon et al.'s weight normalisation at the best possible τ (ours "
+                     "selects τ on the held-out split); cRT, LWS and balanced softmax: Ren et al.'s runs with their "
+                     "recipe (Kang et al. 2020 report no CIFAR-LT). No paper here reports IF 50.")
+    return notes
+
+
 def table_lt_spec(methods: Sequence[str] = LT_METHODS, profile: str = "full", seeds: str | Sequence[int] | None = None,
-                  root: Path | None = None) -> TableSpec:
-    """CIFAR-10/100-LT x imbalance factor x method: top-1 (%) beside the published value, and per-shot accuracy."""
+                  root: Path | None = None, paper: pd.DataFrame | None = None) -> TableSpec:
+    """CIFAR-10/100-LT x imbalance factor x method: top-1 (%) beside the published value, and per-shot accuracy.
+
+    `paper` (default: `load_paper()`) gives the notes that cite where each published value comes from.
+    """
     if profile not in ("full", "smoke"):
         raise ConfigError(f"PROFILE={profile!r} is unknown. Fix: use PROFILE=full (the CIFAR-LT experiments) or "
                           "PROFILE=smoke (synthetic images standing in for every cell, under a minute on a CPU).")
@@ -71,10 +103,10 @@ def table_lt_spec(methods: Sequence[str] = LT_METHODS, profile: str = "full", se
                 cells.append(Cell(d, m, match, f"IF={f}", f"{d}_lt", (m,), status, label))
     notes = _common_notes(seeds) + [
         ("top-1 and per-shot accuracies in percent on the balanced test set (many > 100, few < 20 training "
-         "images); paper: the value printed in the cited table (crt/report/paper_results.csv, table LT). "
+         "images); paper: the value of the cited table (crt/report/paper_results_lt.csv), top-1 only. "
          "Our runs hold out 10% of every class for model selection and keep the best held-out epoch; the papers "
-         "train on all of it (docs/longtail.md lists every difference)."),
-    ]
+         "train on all of it, each with its own recipe (docs/longtail.md lists every difference)."),
+    ] + published_notes(load_paper() if paper is None else paper)
     if profile == "smoke":
         notes.insert(0, "SMOKE RUN (PROFILE=smoke): synthetic CIFAR-shaped images (10 classes, IF 10) and a narrow "
                         "ResNet-32 at 2 epochs stand in for every cell, so every row of a method shows the same runs; "

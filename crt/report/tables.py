@@ -29,6 +29,8 @@ from crt.utils import atomic_write_text
 log = logging.getLogger(__name__)
 
 PAPER_CSV = Path(__file__).with_name("paper_results.csv")
+# The CIFAR-LT numbers of other papers (table LT), each row citing its paper, table and page (docs/longtail.md).
+PAPER_LT_CSV = Path(__file__).with_name("paper_results_lt.csv")
 REPO = Path(__file__).resolve().parents[2]
 
 # Overrides that do not change what a run computes (or only where it runs): a cell ignores them.
@@ -152,12 +154,20 @@ def incomplete(runs: Sequence[Run], match: Mapping[str, str]) -> list[Run]:
 
 
 # -------------------------------------------------------------------------------------------- paper
-def load_paper(path: str | Path = PAPER_CSV) -> pd.DataFrame:
-    """The papers' numbers: table, dataset, method, setting, metric, value (T1/ABL top-k in percent)."""
-    if not Path(path).exists():
-        raise ConfigError(f"The paper's numbers are missing: {path} does not exist. Fix: restore "
-                          "crt/report/paper_results.csv from git (git checkout -- crt/report/paper_results.csv).")
-    df = pd.read_csv(path, dtype={"setting": str}, keep_default_na=False)
+def load_paper(path: str | Path = PAPER_CSV, extra: Sequence[str | Path] = (PAPER_LT_CSV,)) -> pd.DataFrame:
+    """The papers' numbers: table, dataset, method, setting, metric, value (T1/ABL/LT top-k in percent).
+
+    The rows of `extra` (the cited CIFAR-LT numbers) follow those of `path`; their `printed` (the number as the
+    paper prints it) and `source` (paper, table, page) columns are empty for the rows of `path`.
+    """
+    frames = []
+    for p in (path, *extra):
+        if not Path(p).exists():
+            name = Path(p).name
+            raise ConfigError(f"The papers' numbers are missing: {p} does not exist. Fix: restore "
+                              f"crt/report/{name} from git (git checkout -- crt/report/{name}).")
+        frames.append(pd.read_csv(p, dtype=str, keep_default_na=False))
+    df = pd.concat(frames, ignore_index=True).fillna("")
     df["value"] = pd.to_numeric(df["value"])
     return df
 
