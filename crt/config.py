@@ -80,7 +80,7 @@ class Protocol:
 
 STAGE_DATA_KEYS = ("name", "encoder", "feature_dim", "train_transform")
 """`data.*` keys the stages read (the encoder belongs to the dataset)."""
-METHOD_DEFAULT_KEYS = ("rho", "gan_noise_dim")
+METHOD_DEFAULT_KEYS = ("rho", "lam", "gan_noise_dim")
 """`data.*` keys that only supply per-dataset defaults to `method.*` keys (by interpolation)."""
 
 
