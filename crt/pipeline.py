@@ -115,6 +115,23 @@ def _other_code_entry(cache: StageCache, stage: str, free_key: str) -> str | Non
     return None
 
 
+def _still_current(done: dict[str, Any], run_cfg: RunConfig, cfg: DictConfig, path: Path) -> dict[str, Any] | None:
+    """A finished run's results, if its stage keys are the ones this configuration and code give; else None.
+
+    A run folder is named by its command-line overrides only, so after a default, the code or the data
+    changes, the same folder holds results of another configuration: those are redone, not shown again.
+    """
+    split = build_split(cfg.data, str(cfg.paths.data_dir))
+    want = stage_keys(run_cfg, data_fingerprint(split), code_version())
+    have = {s: (v or {}).get("key") for s, v in (done.get("stages") or {}).items()}
+    if have == want:
+        return done
+    stale = [s for s in want if have.get(s) != want[s]] or sorted(set(have) - set(want))
+    log.warning("%s was made with another configuration, code or data (stage keys of %s differ): redoing the run",
+                path, ", ".join(stale))
+    return None
+
+
 def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Execute every stage of cfg.method (reusing cached ones), evaluate and write `<run_dir>/results.json`."""
     run_cfg = validate(cfg)
@@ -125,6 +142,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
     done = None
     if ranks.is_zero and cfg.get("skip_completed", False) and (results_path.exists() or results_path.is_symlink()):
         done = read_results(results_path)  # None when damaged: reported, moved aside, and the run redone
+        if done is not None:
+            done = _still_current(done, run_cfg, cfg, results_path)
     done = ranks.broadcast(done)
     if done is not None:
         log.info("already complete, skipping: %s", results_path)

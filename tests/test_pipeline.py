@@ -64,6 +64,21 @@ def test_finished_run_is_skipped_and_busy_folder_refused(make_cfg, tmp_path: Pat
         run(make_cfg("method=erm", *TINY, "skip_completed=false"), run_dir=tmp_path / "busy")
 
 
+def test_finished_run_of_another_configuration_is_redone_not_shown(make_cfg, tmp_path: Path, caplog) -> None:
+    """A run folder is named by its overrides only: after a default changes, its results.json is stale."""
+    first = run(make_cfg("method=erm", *TINY), run_dir=tmp_path / "r")
+    changed = run(make_cfg("method=erm", *TINY, "stage.pretrain.lr=3e-3"), run_dir=tmp_path / "r")
+    assert changed["stages"]["pretrain"]["key"] != first["stages"]["pretrain"]["key"]
+    assert not changed["stages"]["pretrain"]["reused"]  # trained again, not read back
+    assert "stage keys of pretrain differ" in caplog.text
+    on_disk = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert on_disk["stages"]["pretrain"]["key"] == changed["stages"]["pretrain"]["key"]
+    caplog.clear()
+    caplog.set_level("INFO", logger="crt.pipeline")
+    again = run(make_cfg("method=erm", *TINY, "stage.pretrain.lr=3e-3"), run_dir=tmp_path / "r")
+    assert again["created"] == changed["created"] and "already complete, skipping" in caplog.text  # now current: read back
+
+
 def _cli(*args: str, tmp: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", *args, f"paths.output_dir={tmp}", "progress=false"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
