@@ -23,7 +23,7 @@ COLS = [("mcc_s", "MCC s"), ("mcc_z", "MCC z"), ("mcc_spearman_s", "Spearman s")
 
 
 COMMON = {"method", "stage.pretrain.epochs", "stage.refine.epochs", "stage.demix.epochs", "seed", "progress", "logger",
-          "skip_completed", "paths.output_dir", "paths.data_dir"}  # the same in every run of the benchmark
+          "skip_completed", "paths.output_dir", "paths.data_dir", "cache.allow_other_code"}  # the same in every run
 
 
 def run_overrides(run_dir: Path) -> list[str]:
@@ -47,17 +47,19 @@ def load(root: Path) -> list[dict]:
         overrides = dict(kv.split("=", 1) for kv in run_overrides(p.parent) if "=" in kv)
         dataset = overrides.pop("data", r["dataset"])  # the data config (toy_henon_identity is a toy_henon variant)
         variant = ", ".join(f"{k}={v}" for k, v in overrides.items() if k not in COMMON) or "default"
-        rows.append({"dataset": dataset, "variant": variant, "seed": r["seed"], **d,
+        epochs = (((r.get("config") or {}).get("stage") or {}).get("demix") or {}).get("epochs")
+        rows.append({"dataset": dataset, "variant": variant, "seed": r["seed"], **d, "epochs": epochs,
                      "best_epoch": sel.get("best_epoch", sel.get("epoch"))})
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ["dataset", "variant", "seed", *[c[1] for c in COLS], "sel. epoch"]
+    head = ["dataset", "variant", "seed", "demix epochs", *[c[1] for c in COLS], "sel. epoch"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         vals = [f"{r[k]:.3f}" if isinstance(r.get(k), float) else "" for k, _ in COLS]
-        lines.append("| " + " | ".join([r["dataset"], r["variant"].replace("|", "/"), str(r["seed"]), *vals,
+        lines.append("| " + " | ".join([r["dataset"], r["variant"].replace("|", "/"), str(r["seed"]),
+                                        str(r.get("epochs", "")), *vals,
                                         str(r.get("best_epoch", ""))]) + " |")
     return "\n".join(lines)
 

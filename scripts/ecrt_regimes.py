@@ -25,7 +25,7 @@ METRICS = [("metrics", "test/top1", "top-1"), ("metrics", "test/minority_f1", "m
            ("diagnostics", "mmd_oversample", "MMD oversample")]
 
 
-SKIP = {"seed", "progress", "logger", "skip_completed", "paths.output_dir", "paths.data_dir"}
+SKIP = {"seed", "progress", "logger", "skip_completed", "paths.output_dir", "paths.data_dir", "cache.allow_other_code"}
 
 
 def fmt(vals: list[float]) -> str:
