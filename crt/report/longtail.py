@@ -3,7 +3,8 @@
 `table-lt`: CIFAR-10/100-LT at imbalance factors 100, 50, 10 (experiment files
 `lt_<dataset>_if<IF>_<method>.yaml`), ResNet-32 and LDAM-DRW's recipe (configs/experiment/_base/lt.yaml).
 PROFILE=smoke fills every cell from `experiment=lt_smoke method=<method>` (synthetic CIFAR-shaped images,
-a narrow ResNet-32, 2 epochs) so CI runs the whole table path in well under a minute.
+a narrow ResNet-32, 2 epochs) so CI runs the whole table path (63-141 s measured on the 2-core machine while
+other jobs ran).
 Published values are rows of crt/report/paper_results_lt.csv (merged by `load_paper`) with table `LT`, dataset
 `cifar10_lt` / `cifar100_lt`, setting `IF=<factor>`, metric `top1` (percent), the number as the paper prints it
 (`printed`) and the paper, table and page it comes from (`source`); the table's notes list the sources
@@ -87,7 +88,7 @@ def table_lt_spec(methods: Sequence[str] = LT_METHODS, profile: str = "full", se
     """
     if profile not in ("full", "smoke"):
         raise ConfigError(f"PROFILE={profile!r} is unknown. Fix: use PROFILE=full (the CIFAR-LT experiments) or "
-                          "PROFILE=smoke (synthetic images standing in for every cell, under a minute on a CPU).")
+                          "PROFILE=smoke (synthetic images standing in for every cell, one to two minutes on a CPU).")
     cells = []
     for d in LT_DATASETS:
         for f in LT_FACTORS:
