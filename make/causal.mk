@@ -35,7 +35,7 @@ demix-report: ## table (outputs/demix/demix_mcc.md) and figure (demix_mcc_by_epo
 # $(OUTPUT_DIR)/runs. Methods: ERM, IW, LDAM-DRW, CRT, ECRT-1P, ECRT-MP, ECRT-MP + LDAM. Controls of ECRT-MP:
 # oversampling instead of the per-dimension shuffle, no augmentation, refine on features, the encoder
 # pretrained on all classes vs the majority only (one of the two is the regime's default).
-REGIMES ?= data=toy_henon data=toy_ica experiment=regime_mnist_2pct
+REGIMES ?= data=toy_henon data=toy_ica experiment=regime_mnist_2pct experiment=regime_mnist_step experiment=regime_mnist_exp
 REGIME_METHODS ?= erm,iw,ldam_drw,crt,ecrt_1p,ecrt_mp,ecrt_mp_ldam
 .PHONY: ecrt-regimes ecrt-regimes-table
 ecrt-regimes: install ## methods and ECRT-MP controls on REGIMES x SEEDS, then ecrt-regimes-table
