@@ -115,14 +115,13 @@ def _other_code_entry(cache: StageCache, stage: str, free_key: str) -> str | Non
     return None
 
 
-def _still_current(done: dict[str, Any], run_cfg: RunConfig, cfg: DictConfig, path: Path) -> dict[str, Any] | None:
+def _still_current(done: dict[str, Any], cfg: DictConfig, path: Path) -> dict[str, Any] | None:
     """A finished run's results, if its stage keys are the ones this configuration and code give; else None.
 
     A run folder is named by its command-line overrides only, so after a default, the code or the data
     changes, the same folder holds results of another configuration: those are redone, not shown again.
     """
-    split = build_split(cfg.data, str(cfg.paths.data_dir))
-    want = stage_keys(run_cfg, data_fingerprint(split), code_version())
+    want = keys_for(cfg)
     have = {s: (v or {}).get("key") for s, v in (done.get("stages") or {}).items()}
     if have == want:
         return done
@@ -143,7 +142,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
     if ranks.is_zero and cfg.get("skip_completed", False) and (results_path.exists() or results_path.is_symlink()):
         done = read_results(results_path)  # None when damaged: reported, moved aside, and the run redone
         if done is not None:
-            done = _still_current(done, run_cfg, cfg, results_path)
+            done = _still_current(done, cfg, results_path)
     done = ranks.broadcast(done)
     if done is not None:
         log.info("already complete, skipping: %s", results_path)

@@ -22,8 +22,9 @@ COLS = [("mcc_s", "MCC s"), ("mcc_z", "MCC z"), ("mcc_spearman_s", "Spearman s")
         ("within_dcor_s", "dCor s"), ("within_dcor_z", "dCor z"), ("within_dcor_true", "dCor true")]
 
 
-COMMON = {"method", "stage.pretrain.epochs", "stage.refine.epochs", "stage.demix.epochs", "seed", "progress", "logger",
-          "skip_completed", "paths.output_dir", "paths.data_dir", "cache.allow_other_code"}  # the same in every run
+# Overrides that change where or how a run is made, not what it computes: never part of a row's label.
+RUN_ONLY = {"seed", "progress", "logger", "skip_completed", "paths.output_dir", "paths.data_dir", "cache.allow_other_code"}
+COMMON = RUN_ONLY | {"method", "stage.pretrain.epochs", "stage.refine.epochs", "stage.demix.epochs"}  # the same in every run
 
 
 def run_overrides(run_dir: Path) -> list[str]:

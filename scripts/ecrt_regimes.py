@@ -19,13 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # demix_report.run_overrides
 
+from demix_report import RUN_ONLY, run_overrides  # noqa: E402
+
 METRICS = [("metrics", "test/top1", "top-1"), ("metrics", "test/minority_f1", "minority F1"),
            ("metrics", "val/bal_acc", "val bal. acc"), ("diagnostics", "mcc_s", "MCC s"),
            ("diagnostics", "mcc_z", "MCC z"), ("diagnostics", "mmd_augmented", "MMD aug"),
            ("diagnostics", "mmd_oversample", "MMD oversample")]
-
-
-SKIP = {"seed", "progress", "logger", "skip_completed", "paths.output_dir", "paths.data_dir", "cache.allow_other_code"}
 
 
 def fmt(vals: list[float]) -> str:
@@ -49,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.datasets and rel[0] not in args.datasets:
             continue
         r = json.loads(p.read_text())
-        from demix_report import run_overrides
-
-        label = ", ".join(o for o in run_overrides(p.parent) if o.split("=", 1)[0] not in SKIP) or rel[2]
+        label = ", ".join(o for o in run_overrides(p.parent) if o.split("=", 1)[0] not in RUN_ONLY) or rel[2]
         key = (rel[0], label)
         seeds[key].append(int(r["seed"]))
         for section, k, _ in METRICS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crt.data.base import RawData
 from crt.data.toy import load_toy_henon
 from crt.diagnostics import mcc
 from crt.models.flow import build_maf, calibrate_batchnorm
@@ -17,9 +18,8 @@ from crt.stages.configs import CriticSpec
 from crt.stages.modules import DemixData, DemixModule, DemixObjective
 
 
-def _train_demix(objective: DemixObjective, steps: int, seed: int = 0) -> float:
+def _train_demix(raw: RawData, objective: DemixObjective, steps: int, seed: int = 0) -> float:
     torch.manual_seed(seed)
-    raw = load_toy_henon(input_dim=2, noise=0.0, project=False, n_per_class=1000, n_test_per_class=500)
     majority = raw.y_train != 0  # the flow trains on the majority classes, as the stage does by default
     z, y = raw.x_train[majority], raw.y_train[majority]
     module = DemixModule(build_maf(2, blocks=4, hidden=64), num_classes=7, data=DemixData((z, y), (z, y)),
@@ -45,6 +45,6 @@ def test_unnormalised_fdv_with_likelihood_recovers_henon_sources() -> None:
     mcc_input = mcc(raw.x_test, raw.sources_test)
     critic = CriticSpec(hidden=64, embed_dim=None, normalize=False, negatives="batch", exclude_true=False,
                         clamp=(-5.0, 15.0), impl="batched")
-    mcc_s = _train_demix(DemixObjective(loss="fdv", prior="multi", rho=1.0, critic=critic), steps=3000)
+    mcc_s = _train_demix(raw, DemixObjective(loss="fdv", prior="multi", rho=1.0, critic=critic), steps=3000)
     assert mcc_input < 0.6
     assert mcc_s >= 0.9, f"MCC of the recovered sources {mcc_s:.3f} (input {mcc_input:.3f})"
