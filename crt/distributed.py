@@ -8,10 +8,25 @@ ranks follow its decisions, wait for it at a barrier and then read the entry it 
 
 The process group is created here, before the first stage (Lightning finds it initialised and keeps it), so
 that the ranks can agree between stages. Control messages go over gloo (a side group when training uses NCCL).
+
+Teardown. A process must destroy its process groups before the interpreter finalises: a gloo worker thread can
+still hold the last reference to a finished collective whose tensors belong to Python objects (Lightning's
+`self.log(sync_dist=True)`, torchmetrics' sync and `reduce_boolean_decision` all reduce Python temporaries). When
+that thread lets go during `Py_FinalizeEx` it needs the GIL, CPython ends the thread with `pthread_exit`, and the
+forced unwind through the C++ destructor aborts the process: "terminate called without an active exception",
+SIGABRT. Lightning destroys the group only for NCCL (an atexit handler), never for gloo. So:
+- `EndSpawnedGroup` (a callback on every stage Trainer): in a process that Lightning spawned for one fit
+  (`ddp_spawn`, CPU DDP of `trainer=ddp_sim`), a barrier (no rank closes its connections while another still
+  has a collective in flight) and `destroy_process_group()` when fitting ends. By then Lightning has dropped its
+  DDP wrapper, so this drops the last reference to the group: its destructor drains the queue and joins the
+  gloo threads while the interpreter is fully alive (tests/test_ddp.py checks the threads are gone).
+- `setup()` registers the same destruction at exit for the groups it creates under torchrun/srun (they are
+  kept across stages, so they can only go when the process ends; atexit handlers run before finalisation).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from dataclasses import dataclass
@@ -19,6 +34,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
 from crt.errors import ConfigError
@@ -113,8 +129,33 @@ def setup(cfg: DictConfig) -> Ranks:
         os.environ["MASTER_ADDR"] = env.main_address
         os.environ["MASTER_PORT"] = str(env.main_port)
         dist.init_process_group(backend, rank=env.global_rank(), world_size=world)
+        atexit.register(destroy_groups)  # ours: gone before the interpreter finalises (module docstring)
     group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     ranks = Ranks(rank=dist.get_rank(), world=dist.get_world_size(), launcher=name, group=group)
     log.info("rank %d of %d (%s, %s): %s", ranks.rank, ranks.world, name, backend,
              "writes cache entries and results.json" if ranks.is_zero else "reads what rank 0 writes")
     return ranks
+
+
+def destroy_groups() -> None:
+    """Destroy every process group of this process (the default one and e.g. the gloo side group), if any."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class EndSpawnedGroup(Callback):
+    """In a process Lightning spawned for one fit, destroy the process group when fitting ends (module docstring).
+
+    Runs in the `teardown` hook, after Lightning's own teardown and `on_fit_end`; nothing after it in the spawned
+    process communicates (the results go back to the main process through a queue). A process that did not come
+    from Lightning's multiprocessing launcher (one process, torchrun/srun ranks) keeps its group.
+    """
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+        if not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+            return
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every rank has finished every collective before any rank tears down
+            destroy_groups()

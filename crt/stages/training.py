@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelSummary, ProgressBar
 
+from crt.distributed import EndSpawnedGroup
+
 log = logging.getLogger(__name__)
 
 
@@ -179,6 +181,7 @@ def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str,
     callbacks += built
     if mode_p == "lines":
         callbacks.append(EpochLine(stage))
+    callbacks.append(EndSpawnedGroup())  # ddp_spawn workers destroy their gloo group before exiting (crt.distributed)
     if any(isinstance(c, ModelSummary) for c in built):
         _show_model_summaries()
     cls, options = trainer_options(trainer_cfg)
