@@ -51,7 +51,7 @@ def test_cifar_lt_cell_composes_with_the_ldam_drw_recipe(stem: str) -> None:
     validate(cfg)
 
 
-@pytest.mark.parametrize("exp", ["lt_smoke", "lt_toy", "lt_mnist"])
+@pytest.mark.parametrize("exp", ["lt_smoke", "lt_toy", "lt_toy_extreme", "lt_mnist", "lt_mnist5"])
 def test_small_and_smoke_experiments_compose(exp: str) -> None:
     cfg = compose_cfg([f"experiment={exp}", "method=ecrt_mp", "method.refine_loss=logit_adjust"])
     assert cfg.method.refine_loss == "logit_adjust"
@@ -155,10 +155,21 @@ def test_published_notes_name_each_dataset_when_their_factors_differ() -> None:
 
 def test_table_lt_small_cells_include_the_compositions() -> None:
     spec = LT.table_lt_small_spec()
-    matches = [dict(c.match) for c in spec.cells if c.dataset == "mnist"]
-    assert {"experiment": "lt_mnist", "method": "ecrt_mp_la"} in matches
-    assert {"experiment": "lt_mnist", "method": "ecrt_mp", "method.pretrain_loss": "logit_adjust"} in matches
-    assert len(spec.cells) == 2 * len(LT.SMALL_ROWS)
+    matches = [dict(c.match) for c in spec.cells if c.dataset == "mnist (5 minority digits)"]
+    assert {"experiment": "lt_mnist5", "method": "ecrt_mp_la"} in matches
+    assert {"experiment": "lt_mnist5", "method": "ecrt_mp", "method.pretrain_loss": "logit_adjust"} in matches
+    assert len(spec.cells) == 4 * len(LT.SMALL_ROWS)
+    assert {c.match["experiment"] for c in spec.cells} == {"lt_toy", "lt_toy_extreme", "lt_mnist", "lt_mnist5"}
+
+
+@pytest.mark.parametrize(("exp", "minority", "n_classes"),
+                         [("lt_mnist", [0], 10), ("lt_mnist5", [0, 1, 2, 3, 4], 10), ("lt_toy_extreme", [], 1000)])
+def test_small_settings_are_the_papers_protocols(exp: str, minority: list[int], n_classes: int) -> None:
+    cfg = compose_cfg([f"experiment={exp}", "method=erm"])
+    assert list(cfg.data.minority_classes) == minority and cfg.data.num_classes == n_classes
+    assert cfg.method.pretrain_classes == "all"
+    epochs = {cfg.stage[s].epochs for s in ("pretrain", "demix", "refine")}
+    assert epochs == ({15} if exp.startswith("lt_mnist") else {10})
 
 
 def test_table_lt_make_targets_are_documented() -> None:
