@@ -37,7 +37,7 @@ table-s7: install ## CRT Table S7 (MNIST, 1 and 5 minority digits): S7_METHODS x
 table-lt: install ## CIFAR-10/100-LT (IF 100/50/10, ResNet-32, LDAM-DRW recipe) x LT_METHODS x SEEDS beside published numbers; PROFILE=smoke: synthetic images
 	$(TABLES) table-lt --run --profile $(PROFILE) --methods "$(LT_METHODS)" $(EXTRA)
 
-table-lt-small: install ## long-tail baselines vs ERM/LDAM-DRW/ECRT-MP, alone and composed, on the toy and MNIST x SEEDS (docs/longtail.md)
+table-lt-small: install ## long-tail baselines vs ERM/LDAM-DRW/ECRT-MP, alone and composed, on both toys and both MNIST protocols x SEEDS (docs/longtail.md)
 	$(TABLES) table-lt-small --run $(EXTRA)
 
 tables: install ## rebuild every table from the results.json files on disk (runs nothing)

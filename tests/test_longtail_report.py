@@ -158,6 +158,7 @@ def test_table_lt_small_cells_include_the_compositions() -> None:
     matches = [dict(c.match) for c in spec.cells if c.dataset == "mnist (5 minority digits)"]
     assert {"experiment": "lt_mnist5", "method": "ecrt_mp_la"} in matches
     assert {"experiment": "lt_mnist5", "method": "ecrt_mp", "method.pretrain_loss": "logit_adjust"} in matches
+    assert {"experiment": "lt_mnist5", "method": "ecrt_mp", "method.augment": "none"} in matches
     assert len(spec.cells) == 4 * len(LT.SMALL_ROWS)
     assert {c.match["experiment"] for c in spec.cells} == {"lt_toy", "lt_toy_extreme", "lt_mnist", "lt_mnist5"}
 
@@ -192,3 +193,24 @@ def test_make_table_lt_smoke_end_to_end(tmp_path: Path) -> None:
     top1 = df[df.metric == "top1"]
     assert set(top1.method) == set(LT.LT_METHODS) and (top1.n_seeds == 1).all() and (top1.status == "").all()
     assert (tables / "table_lt_smoke.tex").exists()
+
+
+def test_run_table_lt_small_launches_every_row_of_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each cell of the spec is filled by exactly one launched multirun (plain methods together, extras apart)."""
+    launched: list[list[str]] = []
+    monkeypatch.setattr(LT, "data_absent", lambda exp, data_dir: None)
+    monkeypatch.setattr(LT, "multirun", lambda args, dry_run=False: launched.append(list(args)) or 0)
+    status, failed = LT.run_table_lt_small("0,1,2", "/out", "/data")
+    assert (status, failed) == ({}, 0)
+    assert len(launched) == 4 * (1 + sum(1 for _, _, e in LT.SMALL_ROWS if e))
+    covered = set()
+    for args in launched:
+        assert "seed=0,1,2" in args and "paths.output_dir=/out" in args and "paths.data_dir=/data" in args
+        exp = next(a.split("=", 1)[1] for a in args if a.startswith("experiment="))
+        methods = next(a.split("=", 1)[1] for a in args if a.startswith("method=")).split(",")
+        extra = tuple(sorted(a for a in args if a.startswith("method.")))
+        covered |= {(exp, m, extra) for m in methods}
+    for cell in LT.table_lt_small_spec().cells:
+        m = dict(cell.match)
+        extra = tuple(sorted(f"{k}={v}" for k, v in m.items() if k.startswith("method.")))
+        assert (m["experiment"], m["method"], extra) in covered, cell
