@@ -328,3 +328,40 @@ def test_baseline_config_changes_the_loss_its_stage_trains(name: str, stage: str
     from crt.registry import LOSSES
 
     assert type(loss) is LOSSES["ldam" if name == "ecrt_mp_ldam" else name]
+
+
+def test_ldam_drw_batch_loss_is_the_weighted_mean_of_the_reference() -> None:
+    """In the re-weighted phase a training step's loss is Σ w_y ℓ / Σ w_y (F.cross_entropy(weight=w)'s mean, as
+    LDAM-DRW's code reduces it), not Σ w_y ℓ / B; before it, the plain mean."""
+    import warnings
+
+    from crt.stages.modules import ClassifierData, ClassifierModule, Optim
+
+    counts = torch.tensor([4000, 400, 40])
+    loss = build_loss("ldam_drw", counts)
+    net = nn.Identity()
+    x = torch.tensor([[0.9, 0.1, -0.2], [0.3, 0.5, 0.1], [-0.4, 0.2, 0.8], [0.6, -0.1, 0.2]])
+    y = torch.tensor([0, 0, 1, 2])
+    data = ClassifierData(train=(x, y, torch.ones(4)), val=(x, y))
+    module = ClassifierModule(net, loss, 3, data, Optim(batch_size=4), prefix="pretrain")
+    shifted = x.clone()
+    shifted[torch.arange(4), y] -= ldam_margins(counts)[y]
+    for epoch, drw in ((0, False), (9, True)):
+        loss.on_epoch(epoch, 10)
+        assert loss.drw_active is drw
+        w = loss.class_weights.clone()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # self.log outside a Trainer
+            got = module.training_step((x, y, torch.ones(4)), 0)
+        torch.testing.assert_close(got, F.cross_entropy(30 * shifted, y, weight=w))
+        if drw:  # the weights differ across the batch, so dividing by B would give another number
+            assert not torch.allclose(got, (w[y] * F.cross_entropy(30 * shifted, y, reduction="none")).mean())
+
+
+def test_cosine_head_starts_with_unit_norm_class_vectors() -> None:
+    from crt.models.mlp import NormedLinear
+
+    head = NormedLinear(64, 100)
+    torch.testing.assert_close(head.weight.norm(dim=0), torch.ones(100))
+    assert head.weight.abs().max() < 1  # still a random direction per class, not a constant
+    assert torch.linalg.matrix_rank(head.weight) == 64

@@ -26,6 +26,7 @@ class ClassLoss(nn.Module):
 
     cosine_head: bool = False
     logit_scale: float = 1.0  # the network's outputs times this are the logits the loss trains (LDAM: s)
+    weighted_mean: bool = False  # a batch's loss is Σ w_y·ℓ / Σ w_y (F.cross_entropy(weight=w)'s mean), not / B
 
     def __init__(self, counts: torch.Tensor, class_weights: torch.Tensor | None = None):
         super().__init__()
@@ -34,6 +35,13 @@ class ClassLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, weight=self.class_weights, reduction="none")
+
+    def batch_weight(self, y: torch.Tensor) -> torch.Tensor | int:
+        """What a batch's summed per-sample losses are divided by: the batch size, or with `weighted_mean` the sum
+        of the class weights of its labels (LDAM-DRW's reference code reduces its weighted CE that way)."""
+        if self.weighted_mean and self.class_weights is not None:
+            return self.class_weights[y].sum()
+        return len(y)
 
     def on_epoch(self, epoch: int, max_epochs: int) -> None:
         """Called at the start of every training epoch."""

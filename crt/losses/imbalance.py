@@ -119,7 +119,11 @@ class LDAMLoss(ClassLoss):
 class LDAMDRWLoss(LDAMLoss):
     """LDAM-DRW (Cao et al. 2019, Alg. 1): LDAM, with class-balanced weights (1 − β)/(1 − β^n_c) switched on
     from epoch ⌊drw_start · max_epochs⌋ (default 0.8: 160 of 200 epochs in the paper); unweighted before.
+    A batch's loss is the weighted mean Σ w_y·ℓ / Σ w_y, as the reference code's F.cross_entropy(weight=w) reduces
+    it (dividing by the batch size instead would shrink the re-weighted phase's gradients by the mean weight).
     """
+
+    weighted_mean = True
 
     def __init__(self, counts: torch.Tensor, max_m: float = 0.5, s: float = 30.0, beta: float = 0.9999,
                  drw_start: float = 0.8):

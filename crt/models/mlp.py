@@ -62,7 +62,10 @@ class NormedLinear(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(in_dim, out_dim).uniform_(-1, 1))
+        # unit-norm columns at initialisation, as LDAM's reference head: the forward pass only sees directions,
+        # and an optimiser step turns a column by about (step / |w_c|), so the initial norm sets how fast it learns
+        w = torch.empty(in_dim, out_dim).uniform_(-1, 1)
+        self.weight = nn.Parameter(w / w.norm(dim=0, keepdim=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(x, dim=1) @ nn.functional.normalize(self.weight, dim=0)

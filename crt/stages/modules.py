@@ -151,11 +151,12 @@ class ClassifierModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
         x, y, w = batch
         logits = self._train_forward(x)
-        loss = (w * self.loss_fn(logits, y)).sum() / len(y)
+        n = self.loss_fn.batch_weight(y)  # the batch size (a weighted-mean loss: the sum of its class weights)
+        loss = (w * self.loss_fn(logits, y)).sum() / n
         loss = loss + self.loss_fn.regularizer(self.net, x, logits)
         extra = self._next_extra()
-        if extra is not None:  # summed and divided by the real batch size: each extra sample weighs extra_weight
-            loss = loss + self.extra_weight * self.loss_fn(self._train_forward(extra[0]), extra[1]).sum() / len(y)
+        if extra is not None:  # summed and divided by the real batch's n: each extra sample weighs extra_weight
+            loss = loss + self.extra_weight * self.loss_fn(self._train_forward(extra[0]), extra[1]).sum() / n
         self.train_loss.update(loss.detach())
         self.log(f"{self.prefix}/train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
