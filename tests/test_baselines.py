@@ -365,3 +365,16 @@ def test_cosine_head_starts_with_unit_norm_class_vectors() -> None:
     torch.testing.assert_close(head.weight.norm(dim=0), torch.ones(100))
     assert head.weight.abs().max() < 1  # still a random direction per class, not a constant
     assert torch.linalg.matrix_rank(head.weight) == 64
+
+
+@pytest.mark.parametrize(("method", "runs_all"), [("ldam_drw", True), ("erm", False)])
+def test_a_scheduled_loss_trains_through_its_schedule(make_cfg, tmp_path: Path, method: str, runs_all: bool) -> None:
+    """Early stopping must not end LDAM-DRW before its re-weighted phase (epoch 0.8 * 30 here): with patience 1
+    ERM stops early on this split, LDAM-DRW runs all 30 epochs (and still keeps its best held-out epoch)."""
+    from crt.pipeline import run
+
+    res = run(make_cfg(f"method={method}", "debug=tiny", "stage.pretrain.epochs=30", "stage.pretrain.patience=1",
+                       "method.stages=[pretrain]", "method.pretrain_classes=all"), run_dir=tmp_path / "run")
+    sel = res["stages"]["pretrain"]["selected"]
+    assert (sel["epochs_run"] == 30) is runs_all, sel
+    assert 0 <= sel["epoch"] < 30

@@ -4,6 +4,7 @@ adjustment, ResNet-32, the LDAM-DRW learning-rate schedule, and ECRT composed wi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,9 @@ def test_adjusted_losses_check_options_and_absent_classes() -> None:
     loss = build_loss("logit_adjust", torch.tensor([50, 0, 5]))  # class 1 absent: counted as one sample
     out = loss(LOGITS, torch.tensor([0, 2, 2, 0]))
     assert torch.isfinite(out).all()
+    # the offset itself is finite (log 0 = -inf would pass the check above: class 1 is never a target there)
+    torch.testing.assert_close(loss.offset, torch.log(torch.tensor([50.0, 1.0, 5.0]) / 56.0))
+    assert torch.isfinite(log_prior(torch.tensor([50, 0, 5]))).all()
 
 
 # --- ResNet-32 and the schedule -----------------------------------------------------------------------------
@@ -219,17 +223,30 @@ def test_tau_norm_by_hand() -> None:
 
 
 def test_tau_norm_and_posthoc_runs_pick_and_apply_tau(make_cfg, tmp_path: Path) -> None:
-    ctx, prev = _pretrained(make_cfg, tmp_path, "decoupled_tau_norm")
+    ctx, prev = _pretrained(make_cfg, tmp_path, "decoupled_tau_norm", "stage.pretrain.epochs=8")
     out = _run(ctx, "refine", prev)
     tau = out["tau"]
     assert tau in DecoupledOptions.parse({"kind": "tau_norm"}).tau_grid and out["n_train"] == 0
     base = build_predictor(prev["pretrain"]["z_test"].shape[1], ctx.split.num_classes, list(ctx.cfg.model.head.hidden))
     base.load_state_dict(prev["pretrain"]["head"])
     torch.testing.assert_close(out["logits_test"], TauNormHead(base, tau)(prev["pretrain"]["z_test"]).detach())
+    # tau is the held-out argmax (smallest on ties), computed here by hand, and the test labels play no part
+    def bal_acc(logits: torch.Tensor, y: torch.Tensor) -> float:
+        pred = logits.argmax(1)
+        return float(torch.stack([(pred[y == c] == c).float().mean() for c in y.unique()]).mean())
+
+    grid = DecoupledOptions.parse({"kind": "tau_norm"}).tau_grid
+    accs = [bal_acc(TauNormHead(base, t)(prev["pretrain"]["z_val"]).detach(), ctx.split.y_val) for t in grid]
+    assert tau == grid[max(range(len(grid)), key=lambda i: (accs[i] - 1e-12 * i, -i))]
+    assert max(accs) - min(accs) > 0  # the grid matters on this split
+    scrambled = _Ctx(ctx.cfg, dataclasses.replace(ctx.split, y_test=ctx.split.y_test.flip(0)), str(tmp_path))
+    assert _run(scrambled, "refine", prev)["tau"] == tau
     ctx2 = _Ctx(make_cfg("method=logit_adjust_posthoc", *TINY), ctx.split, str(tmp_path))
     post = _run(ctx2, "refine", prev)
     counts = ctx.split.train_counts  # pretrain_classes=all: the prior of stage 1's training set
     assert post["tau"] == 1.0
+    torch.testing.assert_close(post["prior_counts"], counts)  # the fitted counts, not the protocol's (+ held-out)
+    assert not torch.equal(counts, ctx.split.counts)
     torch.testing.assert_close(post["logits_test"], prev["pretrain"]["logits_test"] - log_prior(counts))
 
 
@@ -240,6 +257,8 @@ def test_decoupled_options_are_checked(make_cfg) -> None:
         DecoupledOptions.parse({"kind": "ncm"})
     with pytest.raises(ConfigError, match="not an option"):
         DecoupledOptions.parse({"kind": "lws", "tau": 1.0})
+    assert DecoupledOptions.parse({"kind": "posthoc"}).tau == 1.0  # Menon et al.'s default
+    assert DecoupledOptions.parse({"kind": "posthoc", "tau": None}).tau is None  # null: chosen on held-out data
     from crt.config import validate
 
     with pytest.raises(ConfigError, match="method.decoupled"):
@@ -257,12 +276,31 @@ def test_decoupled_options_are_checked(make_cfg) -> None:
      "method.pretrain_classes=all"],
     ["method=ecrt_mp_la", "method.pretrain_loss=logit_adjust", "method.pretrain_classes=all"],
 ])
-def test_ecrt_composes_with_adjusted_losses(make_cfg, tmp_path: Path, overrides: list[str]) -> None:
-    res = run(make_cfg(*overrides, *TINY), run_dir=tmp_path / "run")
+def test_ecrt_composes_with_adjusted_losses(make_cfg, tmp_path: Path, overrides: list[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The composed run trains all four stages, and the adjusted losses get the real training counts (after the
+    held-out split) in stage 1 and in ECRT's refine stage."""
+    import crt.stages as stages
+
+    built: list[tuple[str, torch.Tensor]] = []
+    real = stages.build_stage_loss
+
+    def record(split, loss, counts):
+        built.append((loss.name, counts.clone()))
+        return real(split, loss, counts)
+
+    monkeypatch.setattr(stages, "build_stage_loss", record)
+    cfg = make_cfg(*overrides, *TINY)
+    res = run(cfg, run_dir=tmp_path / "run")
     assert list(res["stages"]) == ["pretrain", "demix", "augment", "refine"]
-    cfg = res["config"]["method"]
-    assert cfg["refine_loss"] in ("logit_adjust", "balanced_softmax")
-    assert 0.0 <= res["metrics"]["test/top1"] <= 1.0 and math.isfinite(res["metrics"]["test/nll"])
+    assert math.isfinite(res["metrics"]["test/nll"]) and res["metrics"]["test/top1"] > 1 / 7  # above chance
+    sp = build_split(cfg.data, str(cfg.paths.data_dir))
+    names = [n for n, _ in built]
+    assert names == [cfg.method.pretrain_loss, cfg.method.refine_loss]
+    stage1 = sp.train_counts if cfg.method.pretrain_classes == "all" else sp.train_counts * sp.majority
+    torch.testing.assert_close(built[0][1], stage1)
+    torch.testing.assert_close(built[1][1], sp.train_counts)  # refine: every class's real training samples
+    assert not torch.equal(sp.train_counts, sp.counts)  # the held-out part is not counted
 
 
 def test_cache_keys_share_stage_one_and_separate_every_variant(make_cfg) -> None:
@@ -282,3 +320,9 @@ def test_cache_keys_share_stage_one_and_separate_every_variant(make_cfg) -> None
     assert keys["ecrt_mp"]["demix"] == keys["ecrt_mp_la"]["demix"] == keys["ecrt_mp_bs"]["demix"]
     on_la = stage_keys(make_cfg("method=ecrt_mp", "method.pretrain_classes=all", "method.pretrain_loss=logit_adjust"))
     assert on_la["pretrain"] == stage_keys(make_cfg("method=logit_adjust"))["pretrain"] != keys["ecrt_mp"]["pretrain"]
+
+
+def test_posthoc_refuses_classes_stage_one_never_saw(make_cfg, tmp_path: Path) -> None:
+    ctx, prev = _pretrained(make_cfg, tmp_path, "logit_adjust_posthoc", "method.pretrain_classes=majority")
+    with pytest.raises(ConfigError, match="pretrain_classes=all"):
+        _run(ctx, "refine", prev)

@@ -208,9 +208,10 @@ def test_run_table_lt_small_launches_every_row_of_every_setting(monkeypatch: pyt
         assert "seed=0,1,2" in args and "paths.output_dir=/out" in args and "paths.data_dir=/data" in args
         exp = next(a.split("=", 1)[1] for a in args if a.startswith("experiment="))
         methods = next(a.split("=", 1)[1] for a in args if a.startswith("method=")).split(",")
-        extra = tuple(sorted(a for a in args if a.startswith("method.")))
+        extra = tuple(sorted(a for a in args if a.split("=")[0] not in ("experiment", "method", "seed")
+                             and not a.startswith("paths.")))
         covered |= {(exp, m, extra) for m in methods}
     for cell in LT.table_lt_small_spec().cells:
         m = dict(cell.match)
-        extra = tuple(sorted(f"{k}={v}" for k, v in m.items() if k.startswith("method.")))
+        extra = tuple(sorted(f"{k}={v}" for k, v in m.items() if k not in ("experiment", "method")))
         assert (m["experiment"], m["method"], extra) in covered, cell

@@ -27,6 +27,7 @@ class ClassLoss(nn.Module):
     cosine_head: bool = False
     logit_scale: float = 1.0  # the network's outputs times this are the logits the loss trains (LDAM: s)
     weighted_mean: bool = False  # a batch's loss is Σ w_y·ℓ / Σ w_y (F.cross_entropy(weight=w)'s mean), not / B
+    scheduled: bool = False  # changes with the epoch (DRW): its stage trains every epoch, without early stopping
 
     def __init__(self, counts: torch.Tensor, class_weights: torch.Tensor | None = None):
         super().__init__()

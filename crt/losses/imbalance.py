@@ -124,6 +124,7 @@ class LDAMDRWLoss(LDAMLoss):
     """
 
     weighted_mean = True
+    scheduled = True  # early stopping could end the stage before the re-weighted phase starts
 
     def __init__(self, counts: torch.Tensor, max_m: float = 0.5, s: float = 30.0, beta: float = 0.9999,
                  drw_start: float = 0.8):

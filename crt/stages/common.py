@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from crt.stages.checkpoint import checkpoint_for
 from crt.stages.configs import Component, Numerics, Train
 from crt.stages.modules import Optim
 from crt.stages.training import make_trainer
+
+log = logging.getLogger(__name__)
 
 Outputs = dict[str, Any]
 
@@ -92,9 +95,15 @@ def fit(ctx: Context, module: Any, stage: str, train: Train, numerics: Numerics,
         ) -> dict[str, Any]:
     """Train `module` for the stage's budget with selection on `watch` (metric, mode); the selection summary."""
     ckpt, resume = checkpoint_for(ctx.checkpoint_dir, stage, ctx.checkpoint_every, train.epochs)
+    patience = train.patience
+    if patience is not None and getattr(getattr(module, "loss_fn", None), "scheduled", False):
+        log.info("%s: early stopping is off (patience %s ignored): the loss %s changes during training, and every "
+                 "epoch of its schedule runs; the best held-out epoch is still kept", stage, patience,
+                 type(module.loss_fn).__name__)
+        patience = None
     trainer, keep = make_trainer(
         ctx.trainer, max_epochs=train.epochs, stage=stage, run_dir=ctx.run_dir,
-        logger_cfg=ctx.logger, monitor=watch[0], mode=watch[1], patience=train.patience,
+        logger_cfg=ctx.logger, monitor=watch[0], mode=watch[1], patience=patience,
         grad_clip=train.grad_clip, progress=ctx.progress, checkpoint=ckpt,
     )
     module.compile = numerics.compile  # every trained stage (crt/stages/accel.py)

@@ -179,8 +179,8 @@ class DecoupledOptions:
             raise ConfigError(f"method.decoupled.kind={kind!r} is unknown. Fix: use one of {', '.join(KINDS)}.")
         tau = node.get("tau")
         grid = tuple(float(t) for t in (node.get("tau_grid") or DEFAULT_TAU_GRID))
-        if kind == "posthoc" and tau is None and "tau_grid" not in node:
-            tau = 1.0  # Menon et al.'s default
+        if kind == "posthoc" and "tau" not in node:
+            tau = 1.0  # Menon et al.'s default; an explicit tau: null chooses it on the held-out split
         if tau is not None and not (math.isfinite(float(tau)) and float(tau) >= 0):
             raise ConfigError(f"method.decoupled.tau={tau!r} is out of range. Fix: use tau >= 0, or null to "
                               "choose it on the held-out split from tau_grid.")

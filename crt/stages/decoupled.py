@@ -12,8 +12,9 @@ works on the cached features z = encoder(x) of the pretrain stage (`method.refin
   dropped (Kang's τ-normalisation scores z · w̃_c); τ is chosen on the held-out split (balanced accuracy)
   from `tau_grid` unless `tau` is given.
 - `posthoc`: post-hoc logit adjustment (Menon et al. 2021, eq. 9), no training: the stage-1 logits minus
-  τ · log π with π the stage-1 training prior; τ = 1 unless given (or chosen from `tau_grid` when tau: null
-  and a grid is given).
+  τ · log π with π the stage-1 training prior; τ = 1 when not given, chosen on the held-out split from
+  `tau_grid` when `tau: null`. Every class must have stage-1 training samples (a class the head never saw
+  would get +τ·log N, which is an error rather than a number).
 
 Differences from the papers: cRT/LWS train on cached features, so the images are not re-augmented (Kang et
 al. re-extract features of augmented images every epoch); options are validated (unknown keys are errors).
@@ -120,6 +121,13 @@ def run_decoupled(ctx: Context, cfg: RefineConfig, prev: dict[str, Any]) -> dict
     selected: dict[str, Any] = {"kind": opts.kind}
 
     if opts.kind == "posthoc":
+        if (pre_counts == 0).any():
+            absent = torch.nonzero(pre_counts == 0).flatten().tolist()
+            raise ConfigError(f"post-hoc logit adjustment needs stage-1 training samples of every class, but classes "
+                              f"{absent} have none (method.pretrain_classes={dec.pretrain_classes!r}): their "
+                              "logits would be raised by tau*log(N) for a class the head never learnt. Fix: use "
+                              "method.pretrain_classes=all (the method's default).")
+
         def make(tau: float, part: str = "val") -> torch.Tensor:
             return posthoc_adjust(pre[f"logits_{part}"], pre_counts, tau)
 
@@ -157,7 +165,8 @@ def run_decoupled(ctx: Context, cfg: RefineConfig, prev: dict[str, Any]) -> dict
     loss = build_stage_loss(sp, cfg.loss, sp.class_counts(y))
     if loss.cosine_head or loss.logit_scale != 1.0:
         raise ConfigError(f"method.refine_loss={cfg.loss.name!r} needs a cosine head, which {opts.kind} does not "
-                          "build. Fix: use refine_loss ce (Kang et al.), logit_adjust or balanced_softmax.")
+                          "build. Fix: use refine_loss ce (Kang et al.), or logit_adjust / balanced_softmax with "
+                          "stage.refine.sampler=natural (with the class-balanced sampler they adjust twice).")
     data = ClassifierData(train=(z["train"], y, torch.ones(len(y))), val=(z["val"], sp.y_val),
                           sampler_weights=SAMPLERS.get(tr.sampler)(sp, y))
     module = ClassifierModule(net, loss, sp.num_classes, data, optim(tr, cfg.numerics), prefix="refine",
