@@ -378,3 +378,16 @@ def test_a_scheduled_loss_trains_through_its_schedule(make_cfg, tmp_path: Path, 
     sel = res["stages"]["pretrain"]["selected"]
     assert (sel["epochs_run"] == 30) is runs_all, sel
     assert 0 <= sel["epoch"] < 30
+
+
+def test_cosine_head_computes_in_float32_under_autocast() -> None:
+    from crt.models.mlp import NormedLinear
+
+    torch.manual_seed(0)
+    head, x = NormedLinear(16, 10), torch.randn(32, 16)
+    ref = head(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(x.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, head(x.bfloat16().float()))  # only the input's own rounding remains
+    assert (out - ref).abs().max() < 0.02

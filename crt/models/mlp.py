@@ -68,7 +68,10 @@ class NormedLinear(nn.Module):
         self.weight = nn.Parameter(w / w.norm(dim=0, keepdim=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(x, dim=1) @ nn.functional.normalize(self.weight, dim=0)
+        # in float32 even under bf16/fp16 autocast: LDAM multiplies these cosines by s = 30, which would turn
+        # bf16's rounding of about 0.004 into about 0.1 of a logit
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return nn.functional.normalize(x.float(), dim=1) @ nn.functional.normalize(self.weight.float(), dim=0)
 
 
 def build_predictor(in_dim: int, num_classes: int, hidden: Sequence[int], cosine: bool = False) -> nn.Module:
