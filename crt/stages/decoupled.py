@@ -121,8 +121,8 @@ def run_decoupled(ctx: Context, cfg: RefineConfig, prev: dict[str, Any]) -> dict
     selected: dict[str, Any] = {"kind": opts.kind}
 
     if opts.kind == "posthoc":
-        if (pre_counts == 0).any():
-            absent = torch.nonzero(pre_counts == 0).flatten().tolist()
+        absent = torch.nonzero(pre_counts == 0).flatten().tolist()
+        if absent:
             raise ConfigError(f"post-hoc logit adjustment needs stage-1 training samples of every class, but classes "
                               f"{absent} have none (method.pretrain_classes={dec.pretrain_classes!r}): their "
                               "logits would be raised by tau*log(N) for a class the head never learnt. Fix: use "
