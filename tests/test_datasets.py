@@ -204,12 +204,12 @@ def test_cifar_missing_without_download(tmp_path: Path) -> None:
 
 
 def test_cifar_download_failure_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from torchvision import datasets
+    from torchvision.datasets import utils
 
     def offline(*_, **__):
         raise RuntimeError("network unreachable")
 
-    monkeypatch.setattr(datasets, "CIFAR100", offline)
+    monkeypatch.setattr(utils, "download_and_extract_archive", offline)
     with pytest.raises(DataNotFoundError, match="download failed: RuntimeError: network unreachable"):
         load_cifar100(data_dir=str(tmp_path), download=True)
 
@@ -218,6 +218,39 @@ def test_cifar_corrupt_pickle(tmp_path: Path) -> None:
     folder = write_cifar100(tmp_path, per_class=1, test_per_class=1)
     (folder / "test").write_bytes(b"not a pickle")
     with pytest.raises(DataNotFoundError, match="could not be read"):
+        load_cifar100(data_dir=str(tmp_path), download=False)
+
+
+class _Exploit:
+    """A pickle payload that would create a marker file when unpickled without restriction."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("where", ["train", "meta", "data"])
+def test_cifar_pickle_with_reduce_is_refused_unread(tmp_path: Path, where: str) -> None:
+    folder = write_cifar100(tmp_path / "data", per_class=1, test_per_class=1)
+    marker = tmp_path / "pwned"
+    if where == "meta":
+        _pickle(folder / "meta", {b"fine_label_names": [_Exploit(marker)] * 100})
+    elif where == "data":  # an object array whose element is the payload
+        _pickle(folder / "train", {b"fine_labels": [0], b"data": np.array([_Exploit(marker)], dtype=object)})
+    else:
+        _pickle(folder / "train", {b"data": _Exploit(marker), b"fine_labels": []})
+    with pytest.raises(DataNotFoundError, match="refused unread") as err:
+        load_cifar100(data_dir=str(tmp_path / "data"), download=False)
+    assert not marker.exists()
+    assert "\n" not in str(err.value) and "prepare_data.py cifar100" in str(err.value)
+
+
+def test_cifar_wrong_contents_are_a_clear_error(tmp_path: Path) -> None:
+    folder = write_cifar100(tmp_path, per_class=1, test_per_class=1)
+    _pickle(folder / "test", {b"data": np.zeros((100, 3072), np.uint8), b"fine_labels": [100] * 100})
+    with pytest.raises(DataNotFoundError, match="is not one class id in 0..99"):
         load_cifar100(data_dir=str(tmp_path), download=False)
 
 
@@ -483,3 +516,48 @@ def test_e2e_features_npz(make_cfg, tmp_path: Path) -> None:
     r = _run(make_cfg, tmp_path, "data=features", f"data.path={path}", "data.imbalance=step", "data.ratio=0.1",
              "method=ecrt_1p")
     assert r["data"]["counts"] == [40, 40, 4, 4] and r["data"]["n_test"] == 40
+
+
+# --- MNIST IDX files ------------------------------------------------------------------------------
+
+
+def _write_mnist(root: Path, n_train: int = 60000, n_test: int = 10000) -> Path:
+    import struct
+
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">4I", 2051, n, 28, 28) + bytes(n * 784))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">2I", 2049, n) + bytes(range(10)) * (n // 10))
+    return raw
+
+
+@pytest.mark.parametrize("damage,why", [
+    ("truncated", "is 7839000 bytes, not 7840016 (truncated or padded)"),
+    ("empty", "is 0 bytes, shorter than an IDX header"),
+    ("magic", "has magic number 2049, not 2051"),
+    ("shape", "has shape (10000, 28, 27), not (10000, 28, 28)"),
+])
+def test_damaged_mnist_is_named_not_missing(tmp_path: Path, damage: str, why: str) -> None:
+    import struct
+
+    from crt.data.mnist import load_mnist
+
+    raw = _write_mnist(tmp_path)
+    f = raw / "t10k-images-idx3-ubyte"
+    data = f.read_bytes()
+    f.write_bytes({"truncated": data[:7839000], "empty": b"",
+                   "magic": struct.pack(">I", 2049) + data[4:],
+                   "shape": data[:12] + struct.pack(">I", 27) + data[16:]}[damage])
+    with pytest.raises(DataNotFoundError) as err:
+        load_mnist(str(tmp_path), download=False)
+    msg = str(err.value)
+    assert f"MNIST under {raw} is damaged: t10k-images-idx3-ubyte {why}" in msg and "Fix:" in msg
+
+
+def test_well_formed_mnist_files_load(tmp_path: Path) -> None:
+    from crt.data.mnist import load_mnist
+
+    _write_mnist(tmp_path)
+    raw = load_mnist(str(tmp_path), download=False)
+    assert raw.x_train.shape == (60000, 784) and torch.bincount(raw.y_test).tolist() == [1000] * 10

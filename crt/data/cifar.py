@@ -2,8 +2,12 @@
 
 Layout (what `python scripts/prepare_data.py cifar100` or the tarball from cs.toronto.edu leaves):
 `<data_dir>/cifar-100-python/{train,test,meta}` and `<data_dir>/cifar-10-batches-py/{data_batch_1..5,
-test_batch,batches.meta}`. The pickles are read with `pickle` (keys b'data', b'fine_labels' / b'labels'),
-not through torchvision's dataset classes, which refuse files whose md5 differs from the release.
+test_batch,batches.meta}`. The pickles are read by a restricted unpickler that admits only what the official
+files contain (a dict of bytes keys, lists, bytes, ints and one uint8 numpy array: `numpy.ndarray`,
+`numpy.dtype` and their reconstructors); a pickle naming any other global (os.system, a `__reduce__` of
+any class) is refused before anything in it runs. The rows are then checked (uint8, N x 3072, one integer
+label per row, labels 0..C-1). They are not read through torchvision's dataset classes, which refuse files
+whose md5 differs from the release and unpickle without restriction.
 The imbalance protocols (step, exp) are applied afterwards by `crt.data.apply_protocol`.
 """
 
@@ -28,30 +32,63 @@ LABEL_KEY = {"cifar10": b"labels", "cifar100": b"fine_labels"}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
+SAFE_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),  # protocols 2-4
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+    ("_codecs", "encode"),  # bytes written by Python 3 with protocol 2
+})
+"""Every global the official CIFAR pickles (and numpy-written copies of them) reference: nothing that can run code."""
+
+
+class UntrustedPickle(pickle.UnpicklingError):
+    """A pickle that names a global outside SAFE_GLOBALS."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in SAFE_GLOBALS:
+            raise UntrustedPickle(f"it names {module}.{name}, which no CIFAR file contains")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[bytes, Any]:
     with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="bytes")
+        out = _CifarUnpickler(fh, encoding="bytes").load()
+    if not isinstance(out, dict):
+        raise ValueError(f"{path.name} holds a {type(out).__name__}, not the dict of the official files")
+    return out
 
 
-def _read_batches(folder: Path, files: Sequence[str], label_key: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_batches(folder: Path, files: Sequence[str], label_key: bytes, num_classes: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for name in files:
         d = _unpickle(folder / name)
-        data = np.asarray(d[b"data"], dtype=np.uint8)
+        data, labels = d.get(b"data"), d.get(label_key)
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+            raise ValueError(f"{name}: b'data' is not an N x 3072 uint8 array")
+        if not (isinstance(labels, list) and len(labels) == len(data)
+                and all(type(v) is int and 0 <= v < num_classes for v in labels)):
+            raise ValueError(f"{name}: {label_key!r} is not one class id in 0..{num_classes - 1} per row")
         xs.append(data.reshape(len(data), 3, 32, 32))
-        ys.append(np.asarray(d[label_key], dtype=np.int64))
+        ys.append(np.asarray(labels, dtype=np.int64))
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
 def read_cifar(root: Path, which: str) -> RawData:
     """Read the pickles of `which` (cifar10 | cifar100) under `root` into uint8 image tensors."""
     folder = root / FOLDERS[which]
-    x_tr, y_tr = _read_batches(folder, TRAIN_FILES[which], LABEL_KEY[which])
-    x_te, y_te = _read_batches(folder, TEST_FILES[which], LABEL_KEY[which])
+    k = NUM_CLASSES[which]
+    x_tr, y_tr = _read_batches(folder, TRAIN_FILES[which], LABEL_KEY[which], k)
+    x_te, y_te = _read_batches(folder, TEST_FILES[which], LABEL_KEY[which], k)
     names = None
     meta_file, meta_key = META[which]
     if (folder / meta_file).exists():
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(folder / meta_file)[meta_key]]
+        raw_names = _unpickle(folder / meta_file).get(meta_key)
+        if not (isinstance(raw_names, list) and len(raw_names) == k and all(isinstance(n, (bytes, str)) for n in raw_names)):
+            raise ValueError(f"{meta_file}: {meta_key!r} is not a list of {k} class names")
+        names = [n.decode() if isinstance(n, bytes) else n for n in raw_names]
     return RawData(x_tr, y_tr, x_te, y_te, num_classes=NUM_CLASSES[which], class_names=names)
 
 
@@ -78,16 +115,22 @@ def load_cifar(which: str, data_dir: str = "data", download: bool = True) -> Raw
         if not download:
             raise _missing(root, which)
         try:
-            from torchvision import datasets
+            from torchvision.datasets import CIFAR10, CIFAR100, utils
 
-            cls = datasets.CIFAR100 if which == "cifar100" else datasets.CIFAR10
-            cls(str(root), train=True, download=True)
+            cls = CIFAR100 if which == "cifar100" else CIFAR10  # only its URL and md5: its reader unpickles unrestricted
+            utils.download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
         except Exception as err:  # noqa: BLE001  (no network, mirror down, disk full ...)
             raise _missing(root, which, err) from None
         if not _present(root, which):
             raise _missing(root, which)
     try:
         return read_cifar(root, which)
+    except UntrustedPickle as err:
+        raise DataNotFoundError(
+            f"{which.upper()} under {root / FOLDERS[which]} was refused unread: a pickle there is not an official "
+            f"CIFAR file ({err}); unpickling it could run code. Fix: delete that folder and run `python "
+            f"scripts/prepare_data.py {which} --data-dir {root}`, or unpack the official tarball there."
+        ) from None
     except (OSError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as err:
         raise DataNotFoundError(
             f"{which.upper()} under {root / FOLDERS[which]} could not be read ({type(err).__name__}: {err}). "
