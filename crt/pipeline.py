@@ -86,12 +86,20 @@ def data_fingerprint(split: Split) -> str:
 
 def stage_keys(run_cfg: RunConfig, data_fp: str, code: str | None) -> dict[str, str]:
     """Cache key of every stage: its typed config, the data config and fingerprint, the keys of the stages before
-    it, the seed and the code version (code=None: the code-free key, for `cache.allow_other_code`)."""
+    it, the seed, the code version (code=None: the code-free key, for `cache.allow_other_code`) and the source
+    of every module of user code the stage (or the data) names by import path."""
+    from crt.usercode import named_user_code, source_fingerprint
+
     keys: dict[str, str] = {}
     data = {"config": as_dict(run_cfg.data), "fingerprint": data_fp}
+    if user := named_user_code(data["config"]):  # a user loader: its source is part of every stage's data
+        data["user_code"] = source_fingerprint(user)
     for stage, config in run_cfg.stages.items():
-        keys[stage] = stable_hash({"stage": stage, "config": as_dict(config), "data": data, "inputs": dict(keys),
+        plain = as_dict(config)
+        user = source_fingerprint(named_user_code(plain))  # user encoders/losses: an edit retrains this stage on
+        keys[stage] = stable_hash({"stage": stage, "config": plain, "data": data, "inputs": dict(keys),
                                    "seed": run_cfg.seed, "code": code, "v": CACHE_VERSION,
+                                   **({"user_code": user} if user else {}),
                                    **({"training": run_cfg.training} if run_cfg.training else {})})
     return keys
 

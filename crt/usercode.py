@@ -30,3 +30,39 @@ def import_object(path: str, key: str, what: str) -> Any:
         raise ConfigError(f"{key}={path!r} cannot be imported ({type(err).__name__}: {err}). Fix: give the import "
                           f"path of {what} (module.name) in a module Python can import: installed, on PYTHONPATH, "
                           "or in the working directory when running run.py.") from None
+
+
+def named_user_code(config: Any) -> list[str]:
+    """Import paths of the user code a typed config (in `as_dict` form) names: `_target_` entries and components
+    (`{"name": ..., "options": ...}`) whose name is an import path."""
+    found: list[str] = []
+    if isinstance(config, dict):
+        for k, v in config.items():
+            if is_import_path(v) and (k == "_target_" or (k == "name" and "options" in config)):
+                found.append(str(v))
+            else:
+                found += named_user_code(v)
+    elif isinstance(config, list):
+        for v in config:
+            found += named_user_code(v)
+    return sorted(set(found))
+
+
+def source_fingerprint(paths: list[str]) -> dict[str, str]:
+    """{import path: sha256 of the source file of the module it lives in}: an edit to that file changes the
+    cache keys of the stages that run it (and so the skip check), so they retrain."""
+    import hashlib
+    import inspect
+    import sys
+
+    out = {}
+    for path in paths:
+        obj = import_object(path, path, "user code")
+        module = sys.modules.get(getattr(obj, "__module__", "") or "")
+        try:
+            source = inspect.getsourcefile(module or obj)
+        except TypeError:  # built-in: no file to hash
+            source = None
+        blob = open(source, "rb").read() if source else repr(getattr(module, "__version__", None)).encode()
+        out[path] = hashlib.sha256(blob).hexdigest()[:16]
+    return out

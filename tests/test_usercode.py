@@ -90,3 +90,33 @@ def test_run_py_sees_modules_in_the_working_directory(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     (res,) = (tmp_path / "out").rglob("results.json")
     assert json.loads(res.read_text())["config"]["data"]["encoder"]["_target_"] == "userpkg.TinyEnc"
+
+
+def _edit(usermod, old: str, new: str) -> None:
+    """Change the user's module on disk and re-import it, as a user editing their code between two runs would."""
+    path = Path(usermod.__file__)
+    path.write_text(path.read_text().replace(old, new))
+    sys.modules.pop("userpkg", None)
+    import userpkg  # noqa: F401
+
+
+def test_editing_user_code_retrains_the_stages_that_run_it(make_cfg, tmp_path: Path, usermod) -> None:
+    enc = ["+data.encoder._target_=userpkg.TinyEnc", "~data.encoder.hidden", "skip_completed=true"]
+    cfg = make_cfg(*TINY, *enc)
+    first = run(cfg, run_dir=tmp_path / "r")
+    again = run(cfg, run_dir=tmp_path / "r")
+    assert again["created"] == first["created"]  # unchanged code: the finished run is skipped
+    _edit(usermod, "nn.Tanh()", "nn.ReLU()")
+    edited = run(make_cfg(*TINY, *enc), run_dir=tmp_path / "r")
+    assert not edited["stages"]["pretrain"]["reused"]
+    assert edited["stages"]["pretrain"]["key"] != first["stages"]["pretrain"]["key"]
+
+
+def test_editing_a_user_refine_loss_retrains_refine_only(make_cfg, tmp_path: Path, usermod) -> None:
+    over = ["debug=tiny", "method=ecrt_mp", "method.refine_loss=userpkg.HalfCE"]
+    first = run(make_cfg(*over), run_dir=tmp_path / "a")
+    _edit(usermod, "0.5 * nn.functional", "0.25 * nn.functional")
+    edited = run(make_cfg(*over), run_dir=tmp_path / "b")
+    st = edited["stages"]
+    assert [st[s]["reused"] for s in ("pretrain", "demix", "augment", "refine")] == [True, True, True, False]
+    assert st["refine"]["key"] != first["stages"]["refine"]["key"]
