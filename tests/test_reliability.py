@@ -141,6 +141,8 @@ def test_interrupted_stage_resumes_from_its_checkpoint_with_identical_results(
     assert not partial.exists()  # removed once the outputs are cached
     assert resumed["stages"][stage]["selected"]["epochs_run"] == 5
     assert resumed["metrics"] == whole["metrics"]
+    history = resumed["diagnostics"].get("mcc_s_val_by_epoch")  # the whole history, not the epochs after the resume
+    assert history == whole["diagnostics"].get("mcc_s_val_by_epoch") and (stage == "pretrain" or len(history) == 5)
     for name in resumed["stages"]:  # the stored outputs themselves are bit-identical
         a = load_stage_file(Path(whole["stages"][name]["cache"]) / "outputs.pt")
         b = load_stage_file(Path(resumed["stages"][name]["cache"]) / "outputs.pt")

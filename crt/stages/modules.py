@@ -308,6 +308,12 @@ class DemixModule(pl.LightningModule):
         self.mcc_history.append(mcc(s, self.probe[1]))
         self.log("demix/val/mcc", self.mcc_history[-1])
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:  # a resumed stage keeps its whole history
+        checkpoint["mcc_history"] = [float(v) for v in self.mcc_history]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.mcc_history = [float(v) for v in checkpoint.get("mcc_history", [])]
+
     def _name(self, k: str) -> str:
         return f"{self.loss_name}_loss" if k == "contrastive" else k
 

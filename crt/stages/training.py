@@ -268,7 +268,30 @@ def trainer_options(trainer_cfg: Mapping[str, Any]) -> tuple[type, dict[str, Any
                               f"of its arguments{' (did you mean ' + ', '.join(near) + '?)' if near else ''}.")
         if value is not None:
             options[key] = value
+    check_accelerator(options)
     return cls, options
+
+
+def check_accelerator(options: Mapping[str, Any]) -> None:
+    """`trainer.accelerator=gpu|cuda` on a machine without such a device is a ConfigError now, before any data
+    is read (Lightning would raise it after the data loaded)."""
+    import torch
+
+    from crt.errors import ConfigError
+
+    acc, devices = str(options.get("accelerator", "cpu")), options.get("devices", "auto")
+    if acc not in ("gpu", "cuda"):
+        return
+    mps = acc == "gpu" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    have = torch.cuda.device_count() if torch.cuda.is_available() else (1 if mps else 0)
+    if have == 0:
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(f"trainer.accelerator={acc} asks for a GPU, but this machine has none that torch "
+                          f"{torch.__version__} ({build}) can use. Fix: use trainer=cpu (trainer=ddp_sim for DDP "
+                          "on CPU processes), or run on a machine with a CUDA GPU.")
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > have:
+        raise ConfigError(f"trainer.devices={devices} asks for more GPUs than this machine has ({have}). Fix: use "
+                          f"trainer.devices={have} (or -1 for all of them).")
 
 
 class StageLearningRateMonitor(LearningRateMonitor):
