@@ -74,6 +74,13 @@ def distance_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sqrt(max(dcov2, 0.0) / np.sqrt(vx * vy)))
 
 
+def _pairs(index: np.ndarray, d: int) -> list[tuple[int, int]]:
+    """The pairs (i < j) at positions `index` of the lexicographic list of all pairs of d dimensions."""
+    starts = np.cumsum([0] + [d - 1 - i for i in range(d - 1)])  # position of (i, i + 1)
+    rows = np.searchsorted(starts, index, side="right") - 1
+    return [(int(i), int(i + 1 + k - starts[i])) for i, k in zip(rows, index)]
+
+
 def within_class_dependence(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, max_per_class: int = 500,
                             max_pairs: int = 50, max_classes: int = 20, seed: int = 0) -> dict[str, float]:
     """Mean over classes of the mean |Pearson| and the mean distance correlation over pairs of dimensions.
@@ -84,11 +91,13 @@ def within_class_dependence(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.n
     xs, ys = _as_np(x), np.asarray(_as_np(y)).astype(int)
     d = xs.shape[1]
     rng = np.random.default_rng(seed)
-    pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
-    if not pairs:
+    n_pairs = d * (d - 1) // 2
+    if not n_pairs:
         return {"abs_corr": float("nan"), "dcor": float("nan")}
-    if len(pairs) > max_pairs:
-        pairs = [pairs[k] for k in rng.choice(len(pairs), max_pairs, replace=False)]
+    chosen = np.arange(n_pairs) if n_pairs <= max_pairs else rng.choice(n_pairs, max_pairs, replace=False)
+    pairs = _pairs(chosen, d)
+    cols = np.unique(np.asarray(pairs).ravel())  # only the dimensions the pairs use: O(pairs), never d x d
+    at = {c: i for i, c in enumerate(cols.tolist())}
     classes, counts = np.unique(ys, return_counts=True)
     classes = classes[np.argsort(-counts, kind="stable")][:max_classes]
     corr, dc = [], []
@@ -98,8 +107,9 @@ def within_class_dependence(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.n
             continue
         if len(xc) > max_per_class:
             xc = xc[rng.choice(len(xc), max_per_class, replace=False)]
-        cm = _abs_corr(xc, xc)
-        corr.append(np.mean([cm[i, j] for i, j in pairs]))
+        sub = xc[:, cols]
+        cm = _abs_corr(sub, sub)
+        corr.append(np.mean([cm[at[i], at[j]] for i, j in pairs]))
         dc.append(np.mean([distance_correlation(xc[:, i], xc[:, j]) for i, j in pairs]))
     if not corr:
         return {"abs_corr": float("nan"), "dcor": float("nan")}

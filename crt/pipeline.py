@@ -29,6 +29,7 @@ from crt.export import save_model
 from crt.interrupt import Interrupted, signals_raise
 from crt.metrics import classification_metrics
 from crt.registry import as_dict
+from crt.sizes import check_fits
 from crt.stages import RUNNERS, Context
 from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
 
@@ -162,7 +163,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
         split = build_split(cfg.data, str(cfg.paths.data_dir))
         check_split(split, cfg)
         log.info(split.summary())
-        ctx = Context.from_cfg(cfg, split, str(run_dir), device=pick_device(cfg.trainer), progress=progress)
+        device = pick_device(cfg.trainer)
+        check_fits(run_cfg, split, device)  # sizes that cannot fit are refused now, with the estimate
+        ctx = Context.from_cfg(cfg, split, str(run_dir), device=device, progress=progress)
         ctx.checkpoint_every = int(cfg.get("checkpoint_every", 1) or 0)
         cache = StageCache(cfg.paths.cache_dir, enabled=run_cfg.cache.enabled)
         data_fp, code = data_fingerprint(split), code_version()
