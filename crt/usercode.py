@@ -57,7 +57,10 @@ def source_fingerprint(paths: list[str]) -> dict[str, str]:
 
     out = {}
     for path in paths:
-        obj = import_object(path, path, "user code")
+        try:
+            obj = import_object(path, path, "user code")
+        except ConfigError:  # the stage that builds it reports it under its own config key
+            continue
         module = sys.modules.get(getattr(obj, "__module__", "") or "")
         try:
             source = inspect.getsourcefile(module or obj)
