@@ -192,3 +192,27 @@ def test_training_steps_make_no_cuda_sync(make_cfg, tmp_path: Path, monkeypatch:
     run(make_cfg("debug=tiny", "data.n_per_class=200", "data.n_test_per_class=20", "logger=none", "trainer=gpu"),
         run_dir=tmp_path / "run")
     assert steps["ClassifierModule"] >= 4 and steps["DemixModule"] >= 2
+
+
+@pytest.mark.slow
+def test_demix_and_refine_steps_run_compiled_on_cpu_with_the_eager_metrics(make_cfg, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile (inductor, default mode) on the CPU: the path trainer.compile takes on a GPU, minus CUDA graphs."""
+    seen: dict[str, bool] = {}
+    orig = Compiled.__call__
+
+    def call(self, *a, **k):  # noqa: ANN001, ANN202
+        out = orig(self, *a, **k)
+        seen[self.what] = seen.get(self.what, True) and self.active  # active after the call: no fallback
+        return out
+
+    monkeypatch.setattr(Compiled, "__call__", call)
+    over = ["debug=tiny", "logger=none", "stage.refine.batch_size=128", "stage.demix.batch_size=128"]
+    eager = run(make_cfg(*over, tmp=tmp_path / "e"), run_dir=tmp_path / "e" / "run")
+    assert not any(seen.values())
+    seen.clear()
+    compiled = run(make_cfg(*over, "trainer.compile=true", tmp=tmp_path / "c"), run_dir=tmp_path / "c" / "run")
+    assert seen.get("demix step") and seen.get("refine network"), seen
+    for k in ("test/top1", "test/bal_acc", "test/macro_f1"):
+        assert abs(compiled["metrics"][k] - eager["metrics"][k]) <= 0.02, k
+    assert abs(compiled["metrics"]["test/nll"] - eager["metrics"]["test/nll"]) <= 0.05
