@@ -13,7 +13,7 @@ PIP ?= .venv/bin/pip
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint clean clean-cache bench
+.PHONY: help install run test test-fast lint clean clean-cache bench gpu-check
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,14 @@ lint: install ## ruff
 
 bench: install ## steady-state throughput + projected time per stage (ARGS="--experiment cifar100_ecrt_mp", "--size tiny")
 	$(PY) scripts/bench.py $(ARGS)
+
+gpu-check: install ## on a GPU: cifar100_ecrt_mp eager vs compiled, trainer=gpu, bf16 vs fp32, NCCL start -> docs/gpu.md (<= 8 min); no GPU: the dry run -> outputs/gpu_check.md
+	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+		$(PY) scripts/bench.py --gpu-check --write docs/gpu.md $(ARGS); \
+	else \
+		echo "no CUDA device: dry run on the CPU (figures unmeasured), docs/gpu.md left as it is"; \
+		$(PY) scripts/bench.py --gpu-check --dry --epochs 1 --write outputs/gpu_check.md $(ARGS); \
+	fi
 
 clean: ## remove run folders and the stage cache (outputs/)
 	rm -rf outputs

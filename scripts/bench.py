@@ -3,6 +3,8 @@
   python scripts/bench.py --experiment cifar100_ecrt_mp          # exactly what that experiment file runs
   python scripts/bench.py                                        # ECRT-MP, fast vs naive settings
   python scripts/bench.py --size tiny --device cpu --epochs 2    # CI size (tests/test_bench.py)
+  python scripts/bench.py --gpu-check --write docs/gpu.md        # make gpu-check: the GPU figures (<= 8 min)
+  python scripts/bench.py --gpu-check --dry --write /tmp/gpu.md  # the same steps at tiny size on the CPU (CI)
 
 What is measured:
 - every setting runs the whole pipeline (pretrain, demix, augment, refine) for `--epochs` epochs per trained
@@ -162,6 +164,115 @@ def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+GPU_EXPERIMENT = "cifar100_ecrt_mp"
+
+
+def _agreement(device: str) -> dict[str, float]:
+    """bf16 autocast against fp32 on the experiment's ResNet-18 encoder + head, one batch of CIFAR-shaped inputs."""
+    from crt.models import build_encoder
+    from crt.models.mlp import build_predictor
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(build_encoder({"name": "resnet18_cifar"}, 3072, 32), build_predictor(32, 100, [64]))
+    net = net.to(device).eval()
+    x = torch.rand(256, 3, 32, 32, device=device)
+    with torch.no_grad():
+        ref = net(x).float()
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            low = net(x).float()
+    return {"max_abs_diff": float((low - ref).abs().max()), "rel_diff": float((low - ref).norm() / ref.norm()),
+            "argmax_agreement": float((low.argmax(1) == ref.argmax(1)).float().mean())}
+
+
+def _nccl_start(device: str) -> str:
+    """A one-process DDP group (NCCL on a GPU, gloo on the CPU): init, all_reduce, barrier, destroy."""
+    import socket
+
+    import torch.distributed as dist
+
+    backend = "nccl" if device == "cuda" else "gloo"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.perf_counter()
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        t = torch.ones(4, device=device)
+        dist.all_reduce(t)
+        dist.barrier()
+        ok = bool(t.sum().item() == 4)
+    finally:
+        dist.destroy_process_group()
+    return f"{backend}: init + all_reduce + barrier {'ok' if ok else 'WRONG RESULT'} in {time.perf_counter() - t0:.2f} s"
+
+
+def gpu_check(dry: bool, write: Path | None, epochs: int) -> int:
+    """`make gpu-check`: device, per-stage throughput of cifar100_ecrt_mp at its real shapes eager vs compiled
+    (CUDA graphs), a 1-epoch pipeline under trainer=gpu, bf16 vs fp32 agreement, a one-process DDP start.
+    `dry`: the same steps at tiny size on the CPU (compile: inductor default mode), figures marked unmeasured."""
+    if not dry and not torch.cuda.is_available():
+        print("error: no CUDA device here. Fix: run `make gpu-check` on a GPU machine, or add --dry for the CPU "
+              "rehearsal (figures unmeasured).", file=sys.stderr)
+        return 2
+    device = "cpu" if dry else "cuda"
+    register_resolvers()
+    t_start = time.perf_counter()
+    name = torch.cuda.get_device_name() if device == "cuda" else "CPU (dry run)"
+    lines = [f"- device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda}, "
+             f"cuDNN {torch.backends.cudnn.version() if device == 'cuda' else '-'}"]
+    if device == "cuda":
+        free, total = torch.cuda.mem_get_info()
+        lines.append(f"- GPU memory: {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free at start)")
+    base = [f"experiment={GPU_EXPERIMENT}", "logger=none", "cache.enabled=false", "skip_completed=false", "progress=false",
+            *(f"stage.{s}.patience=null" for s in TRAINED)]
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        exp = compose(config_name="config", overrides=base[:1])
+    edits = ["data.name=synthetic_images", f"data.n_per_class={int(exp.data.get('n_max') or 500)}", "data.n_test_per_class=100"]
+    if dry:
+        edits += [f"{k}={v}" for k, v in SIZES["tiny"].items()]
+        edits += ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto", "trainer.precision=32-true",
+                  "trainer.fused=false"]
+    compiled = "trainer.compile=" + ("default" if dry else "reduce-overhead")
+    budget = {s: int(exp.stage[s].epochs) for s in TRAINED if s in exp.method.stages}
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="crt-gpu-check-") as tmp:
+        one = compose_setting(base + [f"stage.{s}.epochs=1" for s in TRAINED], edits, Path(tmp))
+        res = bench_once(one, Path(tmp) / "one-epoch")  # also the warm-up of what follows
+        lines.append(f"- 1-epoch pipeline under trainer={'gpu' if not dry else 'cpu'} ({GPU_EXPERIMENT}, synthetic images of "
+                     f"its shape): {res['wall']:.1f} s, test/top1 {res['metrics']['test/top1']:.3f} "
+                     "(" + ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in res["stages"].items()) + ")")
+        for setting, extra in (("eager", ["trainer.compile=false"]), ("compiled", [compiled])):
+            cfg = compose_setting(base + [f"stage.{s}.epochs={epochs}" for s in TRAINED], edits + extra, Path(tmp))
+            rows += stage_rows(setting, bench_once(cfg, Path(tmp) / setting), budget, warmup=1)
+    agree = _agreement(device)
+    lines.append(f"- bf16 autocast vs fp32 (ResNet-18 + head, 256 CIFAR-shaped inputs): max |diff| "
+                 f"{agree['max_abs_diff']:.3g}, relative {agree['rel_diff']:.3g}, argmax agreement {agree['argmax_agreement']:.3f}")
+    lines.append(f"- one-process DDP start: {_nccl_start(device)}")
+    table = ["| stage | eager samples/s | compiled samples/s | speed-up | eager projected s | compiled projected s |",
+             "|---|---|---|---|---|---|"]
+    for st in TRAINED:
+        e = next((r for r in rows if r["setting"] == "eager" and r["stage"] == st), None)
+        c = next((r for r in rows if r["setting"] == "compiled" and r["stage"] == st), None)
+        if e and c:
+            table.append(f"| {st} | {e['samples_per_s']:.0f} | {c['samples_per_s']:.0f} | "
+                         f"{c['samples_per_s'] / e['samples_per_s']:.2f}x | {e['projected_s']:.0f} | {c['projected_s']:.0f} |")
+    status = ("**Unmeasured**: this is the dry run on a CPU at tiny size (it checks that the steps run); the GPU "
+              "figures are written by `make gpu-check` on a GPU machine." if dry else
+              f"**Measured** on {name}, {time.strftime('%Y-%m-%d')}, in {time.perf_counter() - t_start:.0f} s.")
+    text = "\n".join([
+        "# GPU check (`make gpu-check`)", "", status, "",
+        f"`python scripts/bench.py --gpu-check`: {GPU_EXPERIMENT} on synthetic images of its real shapes "
+        f"(CIFAR-100: 100 classes, 3 x 32 x 32, its class sizes), {epochs} epochs per stage for the throughput "
+        f"(first left out), compiled = `{compiled}`, projection at the experiment's budget {budget}.", "",
+        *lines, "", *table, ""])
+    print(text)
+    if write is not None:
+        write.parent.mkdir(parents=True, exist_ok=True)
+        write.write_text(text)
+        print(f"wrote {write}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experiment", default=None, help="bench configs/experiment/<name>.yaml as run.py runs it")
@@ -174,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-naive", action="store_true", help="skip the naive settings")
     ap.add_argument("--compile", action="store_true", help="fast setting: trainer.compile=reduce-overhead")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--gpu-check", action="store_true", help="the GPU check (make gpu-check); see the module docstring")
+    ap.add_argument("--dry", action="store_true", help="with --gpu-check: tiny sizes on the CPU, figures unmeasured")
+    ap.add_argument("--write", type=Path, default=None, help="with --gpu-check: write the report (Markdown) here")
     args = ap.parse_args(argv)
+    if args.gpu_check:
+        return gpu_check(args.dry, args.write, args.epochs)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
     size = args.size or ("full" if device == "cuda" else "tiny")

@@ -53,3 +53,23 @@ def test_bench_runs_the_experiment_file_at_tiny_size(tmp_path: Path) -> None:
             assert r["projected_s"] == pytest.approx(r["fixed_s"] + r["epoch_s"][0]
                                                      + (data["budget"][r["stage"]] - 1) * r["epoch_s"][1])
     assert [r["setting"] for r in data["runs"] if r["stage"] == "pretrain"] == ["experiment", "naive"]
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_goes_through_every_step_on_the_cpu(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "scripts/bench.py", "--gpu-check", "--dry", "--epochs", "1",
+                          "--write", str(tmp_path / "gpu.md")], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                         check=False, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = (tmp_path / "gpu.md").read_text()
+    assert text.startswith("# GPU check") and "**Unmeasured**" in text
+    assert "1-epoch pipeline" in text and "argmax agreement" in text and "gloo: init + all_reduce + barrier ok" in text
+    for stage in ("pretrain", "demix", "refine"):  # eager and compiled throughput per trained stage
+        assert f"| {stage} | " in text
+
+
+def test_gpu_check_without_a_gpu_and_without_dry_is_one_paragraph(capsys: pytest.CaptureFixture[str]) -> None:
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert bench.main(["--gpu-check"]) == 2
+    assert "error: no CUDA device here. Fix:" in capsys.readouterr().err
