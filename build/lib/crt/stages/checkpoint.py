@@ -1,0 +1,155 @@
+"""Mid-stage checkpoints: a killed or preempted stage resumes from its last saved epoch on the next run.
+
+`StageCheckpoint` is a Lightning checkpoint callback. Every `every_n_epochs` epochs (the top-level config
+key `checkpoint_every`; 0 switches it off) it writes Lightning's full training checkpoint - model,
+optimizer and scheduler state, loop progress (epoch, global step), the state of every callback
+(early stopping; KeepBest's best-so-far score and weights) - plus the global RNG states, to
+`<folder>/epoch<N>.ckpt` by temp file and atomic rename; then it points `<folder>/last.json` (file name,
+epoch, sha256) at it by an atomic rename and deletes the older checkpoint. A kill at any instant leaves
+last.json naming a complete checkpoint whose checksum matches.
+The folder is the stage's partial folder in the cache (`<cache>/<stage>/.<key>.partial/`): the key
+hashes everything the stage depends on, so a checkpoint is only ever resumed by the same stage
+configuration, and the folder is removed once the stage's outputs are stored.
+
+Resuming reads the checkpoint with `weights_only=True` after its checksum matched; the training batches
+of epoch e are a function of (seed, e) (TensorBatches), so the resumed epochs see the same batches as an
+uninterrupted run and, on CPU, give bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+
+from crt.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+INFO = "last.json"
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as plain tensors/lists (readable with weights_only=True)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                      float(gauss)],
+            "python": [int(py_version), list(py_state), py_gauss]}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+
+
+class StageCheckpoint(Checkpoint):
+    """Saves the stage's training state every `every_n_epochs` epochs; `resume_path()` finds a valid one."""
+
+    def __init__(self, folder: str | os.PathLike, stage: str, every_n_epochs: int = 1):
+        self.folder, self.stage, self.every = Path(folder), stage, max(0, int(every_n_epochs))
+        self._pending_rng: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return f"StageCheckpoint[{self.stage}]"
+
+    def resume_path(self) -> str | None:
+        """The last checkpoint if it exists and matches its recorded sha256 (else it is discarded)."""
+        info = self.folder / INFO
+        if not info.exists():
+            return None
+        from crt.cache import sha256_file
+
+        try:
+            meta = json.loads(info.read_text())
+            ckpt = self.folder / str(meta["file"])
+            ok = ckpt.parent == self.folder and meta.get("sha256") == sha256_file(ckpt)
+        except (OSError, ValueError, KeyError, TypeError):
+            ckpt, ok = self.folder / INFO, False
+        if not ok:
+            log.warning("stage %s: checkpoint %s fails its checksum; discarding it and starting from epoch 1",
+                        self.stage, ckpt)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
+        return str(ckpt)
+
+    def saved_epoch(self) -> int | None:
+        """Epochs completed in the checkpoint on disk (from last.json), if any."""
+        try:
+            return int(json.loads((self.folder / INFO).read_text())["epochs_done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    # Lightning hooks -------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending_rng is not None:  # resumed: continue the random streams where the checkpoint left them
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        from crt.stages.training import TensorBatches
+
+        loader = trainer.train_dataloader  # TensorBatches draws epoch e's order from (seed, e): set e before it iterates
+        if isinstance(loader, TensorBatches):
+            loader.epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        done = trainer.current_epoch + 1
+        if self.every and done % self.every == 0 and not trainer.sanity_checking:
+            self.save(trainer, done)
+
+    def save(self, trainer: pl.Trainer, epochs_done: int) -> None:
+        from crt.cache import sha256_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch{epochs_done}.ckpt"
+        tmp = self.folder / f".{name}.{os.getpid()}.tmp"
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)  # full training state; every rank calls it, rank 0 writes
+            if trainer.is_global_zero:
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                sha = sha256_file(tmp)
+                os.replace(tmp, self.folder / name)
+                atomic_write_json(self.folder / INFO, {"stage": self.stage, "file": name, "epochs_done": epochs_done,
+                                                       "max_epochs": trainer.max_epochs, "sha256": sha})
+                for old in self.folder.glob("epoch*.ckpt"):
+                    if old.name != name:
+                        old.unlink(missing_ok=True)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending_rng = state_dict.get("rng")
+
+
+def checkpoint_for(folder: str | None, stage: str, every_n_epochs: int, max_epochs: int
+                   ) -> tuple[StageCheckpoint | None, str | None]:
+    """The stage's checkpoint callback (None when off) and the checkpoint to resume from (None: from scratch)."""
+    if not folder or every_n_epochs <= 0:
+        return None, None
+    ckpt = StageCheckpoint(folder, stage, every_n_epochs)
+    resume = ckpt.resume_path()
+    if resume is not None:
+        done = ckpt.saved_epoch()
+        log.info("stage %s: resuming from its checkpoint after epoch %s/%d: continuing at epoch %s (%s)",
+                 stage, done, max_epochs, None if done is None else done + 1, resume)
+    return ckpt, resume
