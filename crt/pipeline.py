@@ -31,6 +31,7 @@ from crt.metrics import classification_metrics
 from crt.registry import as_dict
 from crt.sizes import check_fits
 from crt.stages import RUNNERS, Context
+from crt.stages.training import check_accelerator, trainer_options
 from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def _still_current(done: dict[str, Any], cfg: DictConfig, path: Path) -> dict[st
 def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Execute every stage of cfg.method (reusing cached ones), evaluate and write `<run_dir>/results.json`."""
     run_cfg = validate(cfg)
+    check_accelerator(trainer_options(cfg.trainer)[1])  # no GPU for trainer=gpu|ddp: one paragraph, before the data
     ranks = setup_ranks(cfg)  # under torchrun/srun: every rank trains, rank 0 alone writes
     run_dir = Path(run_dir or cfg.paths.get("run_dir") or Path(cfg.paths.output_dir) / "runs" / "manual")
     results_path = run_dir / "results.json"

@@ -43,10 +43,16 @@ def test_gpu_trainer_without_cuda_is_refused_before_the_data(make_cfg, tmp_path:
 def test_more_gpus_than_present_is_refused(make_cfg, monkeypatch: pytest.MonkeyPatch, no_data: list[str]) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"trainer.devices=4 asks for more GPUs than this machine has \(2\)"):
+        run(make_cfg("debug=tiny", "trainer=gpu", "trainer.devices=4"))
+    assert no_data == []
+
+
+def test_a_gpu_experiment_still_validates_on_a_cpu_machine(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
     from crt.config import validate
 
-    with pytest.raises(ConfigError, match=r"trainer.devices=4 asks for more GPUs than this machine has \(2\)"):
-        validate(make_cfg("debug=tiny", "trainer=gpu", "trainer.devices=4"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    validate(make_cfg("experiment=cifar100_ecrt_mp"))  # a valid configuration; only running it needs the GPU
 
 
 @pytest.mark.parametrize("override,stage,fix", [
