@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import zipfile
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -170,17 +171,17 @@ def read_spec(file: Path, trust_code: bool | str = False) -> ModelSpec:
         raw = json.loads(file.read_bytes(), parse_constant=lambda c: _no_constant(c))
     except (ValueError, RecursionError) as err:
         raise _bad(file, f"is not valid JSON ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_VERSION:
-        got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise ConfigError(f"{file} has model format {got!r}; this crt reads {FORMAT_VERSION}. Fix: rerun the run with "
-                          "this version of crt (it rebuilds model/ from the cached stages).")
+    if not isinstance(raw, dict):
+        raise _bad(file, f"holds a JSON {type(raw).__name__}, not the object of a model spec")
+    if raw.get("format") != FORMAT_VERSION:
+        raise ConfigError(f"{file} has model format {raw.get('format')!r}; this crt reads {FORMAT_VERSION}. Fix: rerun "
+                          "the run with this version of crt (it rebuilds model/ from the cached stages).")
     try:
         spec = build(ModelSpec, raw, "model")
         _encoder(spec.arch.encoder)
     except ConfigError as err:
-        raise ConfigError(f"{file} does not match the model spec: {str(err).rstrip('.')}. The folder was edited, "
-                          "damaged or written by other code; take model/ again from its run folder, or rerun the run "
-                          "(a run whose model/ is invalid is redone, reusing its cached stages).") from None
+        raise _bad(file, f"does not match the model spec: {str(err).split(' Fix: ')[0].rstrip('.')}; the folder was "
+                         "edited, damaged or written by other code") from None
     target = spec.arch.encoder.get("_target_")
     if target is not None:
         from crt.usercode import allow_user_code
@@ -199,6 +200,8 @@ def _encoder(spec: Any) -> None:
         raise ConfigError(f"model.arch.encoder={spec!r} is not a mapping")
     if "_target_" in spec:
         return
+    import crt.models  # noqa: F401 - registers the encoders
+
     opts = dict(spec)
     name = opts.pop("name", "mlp")
     ENCODERS.entry(name, "model.arch.encoder.name")
@@ -228,8 +231,10 @@ def _read_weights(path: Path, want: dict[str, dict[str, tuple[tuple[int, ...], t
         raise _bad(path, "holds compressed records, which crt never writes; it was not read")
     try:
         w = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - UnpicklingError, RuntimeError of the zip reader, ...
-        raise _bad(path, f"cannot be read as tensors only ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+    except pickle.UnpicklingError:
+        raise _bad(path, "holds pickled objects other than tensors; it was not loaded") from None
+    except Exception as err:  # noqa: BLE001 - RuntimeError of the zip reader, EOFError, ...
+        raise _bad(path, f"cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})"
                    ) from None
     if not isinstance(w, dict) or set(w) != set(want):
         got = sorted(map(str, w)) if isinstance(w, dict) else type(w).__name__
@@ -238,15 +243,15 @@ def _read_weights(path: Path, want: dict[str, dict[str, tuple[tuple[int, ...], t
         got = w[part] if isinstance(w[part], dict) else {}
         extra, missing = sorted(set(map(str, got)) - set(tensors)), sorted(set(tensors) - set(got))
         if extra or missing:
-            raise _bad(path, f"{part} has tensors the spec in model.json does not imply ({extra[:3]}) or lacks some "
-                             f"it implies ({missing[:3]})")
+            raise _bad(path, f"holds {part} tensors the spec in model.json does not imply ({', '.join(extra[:3])})"
+                       if extra else f"lacks {part} tensors the spec in model.json implies ({', '.join(missing[:3])})")
         for k, (shape, dtype) in tensors.items():
             t = got[k]
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != dtype:
                 what = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
-                raise _bad(path, f"{part}.{k} is {what}; the spec in model.json implies {shape} {dtype}")
+                raise _bad(path, f"holds {part}.{k} as {what}; the spec in model.json implies {shape} {dtype}")
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise _bad(path, f"{part}.{k} holds NaN or inf")
+                raise _bad(path, f"holds NaN or inf in {part}.{k}")
     return w
 
 
@@ -481,7 +486,12 @@ def load(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu",
         weights = _read_weights(folder / "weights.pt", want)
         model = TrainedPipeline(spec, weights, trust_code=trust_code).to(map_location)
     check = weights["check"]
-    got = model.logits(check["inputs"])
+    try:
+        got = model.logits(check["inputs"])
+    except Exception as err:  # noqa: BLE001 - e.g. a permutation buffer with indices out of range
+        raise _bad(folder / "weights.pt", f"fails its recorded check: the rebuilt model cannot compute it "
+                                          f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})"
+                   ) from None
     if not _same(got, check["logits"], exact=model.device.type == "cpu"):
         raise _bad(folder / "weights.pt", f"fails its recorded check: the rebuilt model's logits of the {n} recorded "
                                           f"inputs are not the recorded ones ({_diff(got, check['logits'])}), so the "
