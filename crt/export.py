@@ -168,7 +168,7 @@ def read_spec(file: Path, trust_code: bool | str = False) -> ModelSpec:
     if file.stat().st_size > MAX_JSON:
         raise _bad(file, f"is {file.stat().st_size} bytes, more than a model spec can be ({MAX_JSON})")
     try:
-        raw = json.loads(file.read_bytes(), parse_constant=lambda c: _no_constant(c))
+        raw = json.loads(file.read_bytes(), parse_constant=_no_constant)
     except (ValueError, RecursionError) as err:
         raise _bad(file, f"is not valid JSON ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
     if not isinstance(raw, dict):

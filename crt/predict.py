@@ -46,7 +46,8 @@ def parse(argv: list[str]) -> dict[str, str]:
         args[key] = value
     if "run" not in args:
         raise ConfigError("run= is missing. Fix: `python -m crt.predict run=<run folder> [data=...] [out=...]`.")
-    if args.get("trust_code", "false").lower() not in ("true", "false"):
+    args["trust_code"] = args.get("trust_code", "false").lower()
+    if args["trust_code"] not in ("true", "false"):
         raise ConfigError(f"trust_code={args['trust_code']!r} is not true or false. Fix: trust_code=true or leave it out.")
     return args
 

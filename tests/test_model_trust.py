@@ -144,7 +144,7 @@ def test_user_code_runs_only_with_trust_code(make_cfg, tmp_path: Path, monkeypat
     assert not marker.exists() and "userpkg" not in sys.modules
     with caplog.at_level("WARNING"):
         model = crt.load(tmp_path / "r", trust_code=True)
-        report = predict_main([f"run={tmp_path / 'r'}", "trust_code=true"])
+        report = predict_main([f"run={tmp_path / 'r'}", "trust_code=True"])
     if part == "encoder":
         assert type(model.encoder).__name__ == "TinyEnc" and model.encoder.net[1].out_features == 7
         assert "module 'userpkg'" in caplog.text
