@@ -67,7 +67,7 @@ def test_user_encoder_loss_and_dataset(make_cfg, tmp_path: Path, usermod) -> Non
     res = run(cfg, run_dir=tmp_path / "r")
     assert usermod.CALLS["load"] == 1 and usermod.CALLS["encoder"] >= 1 and usermod.CALLS["loss"] > 0
     assert res["data"]["counts"][2] < res["data"]["counts"][0]  # the protocol applied to the user's data
-    model = crt.load(tmp_path / "r")  # the export rebuilds the user's encoder by its import path
+    model = crt.load(tmp_path / "r", trust_code=True)  # user code in a model folder: only with the opt-in
     assert type(model.encoder).__name__ == "TinyEnc" and model.encoder.net[1].out_features == 7
 
 
