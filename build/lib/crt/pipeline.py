@@ -25,12 +25,13 @@ from crt.data import Split, build_split
 from crt.data.validate import check_split
 from crt.distributed import setup as setup_ranks
 from crt.errors import ConfigError
-from crt.export import save_model
+from crt.export import check_model, save_model
 from crt.interrupt import Interrupted, signals_raise
 from crt.metrics import classification_metrics
 from crt.registry import as_dict
 from crt.sizes import check_fits
 from crt.stages import RUNNERS, Context
+from crt.stages.training import check_accelerator, trainer_options
 from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,14 @@ def _still_current(done: dict[str, Any], cfg: DictConfig, path: Path) -> dict[st
     """A finished run's results, if its stage keys are the ones this configuration and code give; else None.
 
     A run folder is named by its command-line overrides only, so after a default, the code or the data
-    changes, the same folder holds results of another configuration: those are redone, not shown again.
+    changes, the same folder holds results of another configuration: those are redone, not shown again. A run
+    whose model/ is missing or fails crt.load's checks is redone too (its stages come from the cache).
     """
+    try:
+        check_model(path.parent, cfg)
+    except ConfigError as err:
+        log.warning("%s: model/ is missing or invalid, redoing the run: %s", path.parent, err)
+        return None
     want = keys_for(cfg)
     have = {s: (v or {}).get("key") for s, v in (done.get("stages") or {}).items()}
     if have == want:
@@ -143,6 +150,7 @@ def _still_current(done: dict[str, Any], cfg: DictConfig, path: Path) -> dict[st
 def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: bool | None = None) -> dict[str, Any]:
     """Execute every stage of cfg.method (reusing cached ones), evaluate and write `<run_dir>/results.json`."""
     run_cfg = validate(cfg)
+    check_accelerator(trainer_options(cfg.trainer)[1])  # no GPU for trainer=gpu|ddp: one paragraph, before the data
     ranks = setup_ranks(cfg)  # under torchrun/srun: every rank trains, rank 0 alone writes
     run_dir = Path(run_dir or cfg.paths.get("run_dir") or Path(cfg.paths.output_dir) / "runs" / "manual")
     results_path = run_dir / "results.json"
@@ -214,16 +222,20 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
                 stages[stage]["other_code"] = other
             if ctx.device.type == "cuda":
                 stages[stage]["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        last = [s for s in run_cfg.stages if "logits_test" in prev[s]][-1]
         tc = split.train_counts
         if split.multilabel:
             from crt.metrics.multilabel import multilabel_metrics as evaluate
         else:
             evaluate = classification_metrics
-        metrics, per_class = evaluate(prev[last]["logits_test"], split.y_test, tc, split.majority, split.groups,
-                                      prefix="test")
-        val_metrics, _ = evaluate(prev[last]["logits_val"], split.y_val, tc, split.majority, split.groups, prefix="val")
-        metrics.update({k: v for k, v in val_metrics.items() if k in ("val/bal_acc", "val/nll", "val/top1")})
+        scored = None
+        if ranks.is_zero:  # <run_dir>/model/ (crt.load); the metrics are computed by it, rebuilt from its files
+            _, logits = save_model(run_dir, cfg, split, prev, device=ctx.device,
+                                   entries={s: v["cache"] for s, v in stages.items()})
+            metrics, per_class = evaluate(logits["test"], split.y_test, tc, split.majority, split.groups, prefix="test")
+            val_metrics, _ = evaluate(logits["val"], split.y_val, tc, split.majority, split.groups, prefix="val")
+            metrics.update({k: v for k, v in val_metrics.items() if k in ("val/bal_acc", "val/nll", "val/top1")})
+            scored = (metrics, per_class)
+        metrics, per_class = ranks.broadcast(scored)
         from crt.diagnostics import run_diagnostics  # source recovery / dependence / augmentation quality
 
         refine = run_cfg.stages.get("refine")
@@ -242,7 +254,6 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
         }
         if ranks.is_zero:
             job.log_results(metrics)  # final metrics to every logger
-            save_model(run_dir, cfg, split, prev)  # <run_dir>/model/: weights, architecture, classes (crt.load)
             atomic_write_json(results_path, results)
         ranks.barrier()
     return results

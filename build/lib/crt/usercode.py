@@ -7,13 +7,21 @@
 - `+data._target_=my_pkg.load`: `load(data_dir=..., **other data keys)` returns a `crt.data.RawData`; the
   imbalance protocol of the data config is applied to it as for the built-in datasets.
 run.py puts the working directory on the import path, so modules there are found.
+
+An import path read from a file (a model folder's model.json, the config stored in it) is never imported
+unless the caller opts in (`crt.load(path, trust_code=True)`, `python -m crt.predict ... trust_code=true`):
+`allow_user_code` refuses it with one paragraph, or logs the module it will import.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from crt.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def is_import_path(name: Any) -> bool:
@@ -27,7 +35,8 @@ def import_object(path: str, key: str, what: str) -> Any:
     try:
         return get_object(path)
     except Exception as err:  # noqa: BLE001 - hydra raises ImportError/ValueError variants
-        raise ConfigError(f"{key}={path!r} cannot be imported ({type(err).__name__}: {err}). Fix: give the import "
+        why = " ".join(str(err).split())  # hydra's message spans several lines: one paragraph
+        raise ConfigError(f"{key}={path!r} cannot be imported ({type(err).__name__}: {why}). Fix: give the import "
                           f"path of {what} (module.name) in a module Python can import: installed, on PYTHONPATH, "
                           "or in the working directory when running run.py.") from None
 
@@ -69,3 +78,18 @@ def source_fingerprint(paths: list[str]) -> dict[str, str]:
         blob = open(source, "rb").read() if source else repr(getattr(module, "__version__", None)).encode()
         out[path] = hashlib.sha256(blob).hexdigest()[:16]
     return out
+
+
+def allow_user_code(target: Any, key: str, where: str | os.PathLike, trust_code: bool | str, quiet: bool = False) -> None:
+    """Refuse the import path `target` found at `key` of `where` unless `trust_code` is True or is `target`
+    itself; when allowed, log the module that will be imported and run (`quiet`: at debug level)."""
+    module = str(target).rpartition(".")[0] or str(target)
+    if trust_code is True or (isinstance(trust_code, str) and trust_code == str(target)):
+        level = logging.DEBUG if quiet else logging.INFO if isinstance(trust_code, str) else logging.WARNING
+        log.log(level, "%s: %s=%r is user code: importing and running module %r (trust_code)", where, key, target, module)
+        return
+    raise ConfigError(f"{where}: {key}={target!r} is an import path; using it would import module {module!r} and run "
+                      "its code, so nothing was imported or called. Fix: if you trust this folder and that module, opt "
+                      "in with crt.load(path, trust_code=True) in Python or trust_code=true on the `python -m "
+                      "crt.predict` command line; otherwise use a model or data config that names registered "
+                      "components only.")

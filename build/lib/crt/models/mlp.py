@@ -42,12 +42,14 @@ def _identity_encoder(in_dim: int, out_dim: int) -> nn.Module:
     return nn.Identity()
 
 
-def build_encoder(spec: Mapping[str, Any], in_dim: int, out_dim: int) -> nn.Module:
+def build_encoder(spec: Mapping[str, Any], in_dim: int, out_dim: int, trust_code: bool = True) -> nn.Module:
     """Build the encoder named by spec['name'] (mlp, resnet18_cifar, ...) mapping inputs to R^out_dim; the other
-    entries of `spec` are its typed options (`data.encoder.*`). With `_target_`, user code (crt/usercode.py)."""
+    entries of `spec` are its typed options (`data.encoder.*`). With `_target_`, user code (crt/usercode.py),
+    imported only when `trust_code` (a config the user gave; crt.load passes its own opt-in)."""
     if spec.get("_target_"):  # user code: data.encoder._target_=my_pkg.Enc
-        from crt.usercode import import_object
+        from crt.usercode import allow_user_code, import_object
 
+        allow_user_code(spec["_target_"], "data.encoder._target_", "the encoder spec", trust_code, quiet=True)
         cls = import_object(str(spec["_target_"]), "data.encoder._target_", "an encoder class (nn.Module)")
         kwargs = {k: v for k, v in spec.items() if k not in ("name", "_target_")}
         return cls(in_dim=in_dim, out_dim=out_dim, **kwargs)

@@ -1,4 +1,5 @@
-"""`python -m crt.report summarize <folder>`: mean ± std over seeds of the runs under a folder."""
+"""`crt report` (`python -m crt.report`): `summarize <folder>` (mean ± std over seeds of the runs under a folder)
+and `table <name> [--run ...]` (the papers' tables, crt/report/build.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from crt.report.summary import summarize_folder
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m crt.report", description=__doc__)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:
+        from crt.report.build import main as table
+
+        return table(argv[1:], prog="crt report table")
+    p = argparse.ArgumentParser(prog="crt report", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("table", help="the papers' tables: crt report table --help", add_help=False)
     s = sub.add_parser("summarize", help="table of mean ± std over seeds, grouped by the other overrides")
     s.add_argument("folder", help="a sweep folder (outputs/sweeps/<time>) or any folder holding run folders")
     args = p.parse_args(argv)

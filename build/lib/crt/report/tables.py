@@ -367,7 +367,9 @@ def write_table(df: pd.DataFrame, spec: TableSpec, out_dir: str | Path) -> list[
 
 # ------------------------------------------------------------------------------------- table specs
 def configs_dir() -> Path:
-    return REPO / "configs"
+    from crt.cli import CONFIGS  # the packaged configs (the checkout's configs/)
+
+    return CONFIGS
 
 
 def has_config(group: str, name: str, root: Path | None = None) -> bool:
@@ -583,16 +585,16 @@ def write_status(out_dir: str | Path, table: str, status: Mapping[str, str]) -> 
 
 # ------------------------------------------------------------------------------------ running cells
 def multirun(overrides: Sequence[str], python: str | None = None, dry_run: bool = False) -> int:
-    """`python run.py -m <overrides>` in the repository root (finished runs are skipped by run.py)."""
+    """`crt run -m <overrides>` (python -m crt; finished runs are skipped), in the current folder."""
     import shlex
     import subprocess
     import sys
 
-    cmd = [python or sys.executable, "run.py", "-m", *overrides]
+    cmd = [python or sys.executable, "-m", "crt", "run", "-m", *overrides]
     print("+ " + shlex.join(cmd), flush=True)
     if dry_run:
         return 0
-    return subprocess.run(cmd, cwd=REPO, check=False).returncode
+    return subprocess.run(cmd, check=False).returncode
 
 
 def data_absent(experiment: str, data_dir: str) -> str | None:

@@ -268,13 +268,13 @@ def trainer_options(trainer_cfg: Mapping[str, Any]) -> tuple[type, dict[str, Any
                               f"of its arguments{' (did you mean ' + ', '.join(near) + '?)' if near else ''}.")
         if value is not None:
             options[key] = value
-    check_accelerator(options)
     return cls, options
 
 
 def check_accelerator(options: Mapping[str, Any]) -> None:
-    """`trainer.accelerator=gpu|cuda` on a machine without such a device is a ConfigError now, before any data
-    is read (Lightning would raise it after the data loaded)."""
+    """`trainer.accelerator=gpu|cuda` on a machine without such a device is a ConfigError (crt.pipeline.run calls
+    it before any data is read; Lightning would raise it after the data loaded). Not part of validation: a GPU
+    experiment is a valid configuration on a machine that cannot run it."""
     import torch
 
     from crt.errors import ConfigError
