@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,8 +24,13 @@ def _sh(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
 
 @pytest.mark.slow
 def test_the_wheel_runs_and_predicts_from_an_unrelated_folder(tmp_path: Path) -> None:
+    src = tmp_path / "src"  # a copy: building in the checkout would leave build/ there
+    for name in ("crt", "configs"):  # crt/configs stays a link to ../configs
+        shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
     _sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"),
-         str(ROOT)], cwd=tmp_path)
+         str(src)], cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("crt_imbalance-*.whl")
     env = tmp_path / "env"
     _sh([sys.executable, "-m", "venv", str(env)], cwd=tmp_path)
