@@ -76,7 +76,7 @@ def run_main(argv: list[str] | None = None, prog: str = "crt run") -> None:
     """`crt run` / `python run.py`: compose configs/ with the overrides in `argv` (Hydra's command line)."""
     import hydra
 
-    from crt.config import register_resolvers
+    from crt.config import NameRefused, register_resolvers
 
     argv = sys.argv[1:] if argv is None else argv
     register_resolvers()
@@ -85,7 +85,11 @@ def run_main(argv: list[str] | None = None, prog: str = "crt run") -> None:
     check_group_choices(argv)
     main = hydra.main(config_path=str(CONFIGS), config_name="config", version_base="1.3")(_job)
     sys.argv = [prog, *argv]
-    main()
+    try:
+        main()
+    except NameRefused as err:  # raised while Hydra names the run folder, so before it creates anything
+        print(f"\nerror: {err.error}\n", file=sys.stderr)
+        sys.exit(2)
     if FAILED:
         print(f"\n{len(FAILED)} job(s) of the multirun failed; the others ran:", file=sys.stderr)
         for line in FAILED:
