@@ -9,6 +9,11 @@ Nothing read back is trusted: `meta.json` holds the sha256 of `outputs.pt`, and 
 logged and the stage retrained; a file that would need arbitrary pickled objects is refused unread.
 A stage that is being trained keeps its mid-stage checkpoints in `<cache_dir>/<stage>/.<key>.partial/`
 (see crt/stages/checkpoint.py); the folder is removed once the stage's outputs are stored.
+
+Nothing is written or deleted through a symbolic link: a linked stage folder, lock or partial folder is refused
+(ConfigError), a linked entry is rejected like a damaged one and replaced by the retrained entry. Files and
+folders get the modes the umask gives. A cache this job cannot write (read-only mount, another user's files) is
+reused without its lock when the entries it needs verify, and refused with the fix when a stage must be trained.
 """
 
 from __future__ import annotations
