@@ -156,11 +156,9 @@ class StageCache:
 
         A cache this job cannot write (the lock cannot be created or opened for writing: EACCES, EPERM, EROFS) is
         used without the lock when the entry - or, given `free_key` (cache.allow_other_code), an entry of other
-        code - verifies; a stage that would have to be trained there is a ConfigError naming the fix.
+        code - verifies; a stage that would have to be trained there is a ConfigError naming the fix. (Entries are
+        stored with the cache disabled too, for the report scripts, so the lock is taken then as well.)
         """
-        if not self.enabled:
-            yield
-            return
         path = self.stage_dir(stage) / f".{key}.lock"
 
         def busy() -> None:
@@ -180,16 +178,18 @@ class StageCache:
             yield
 
     def _read_only(self, stage: str, key: str, free_key: str | None, path: Path, err: OSError) -> None:
-        found = key if self.verified(stage, key) else self.find_other_code(stage, free_key) if free_key else None
+        found = None
+        if self.enabled:
+            found = key if self.verified(stage, key) else self.find_other_code(stage, free_key) if free_key else None
         if found is not None:
             log.info("stage %s: the cache %s is read-only here (%s on %s): reusing its verified entry %s without the lock",
                      stage, self.root, err.strerror, path.name, found)
             return
+        why = "it holds no finished entry of it" if self.enabled else "cache.enabled=false"
         raise ConfigError(f"The stage cache {self.root} is read-only for this job ({err.strerror}, errno {err.errno}, on "
-                          f"{path}) and holds no finished entry of stage {stage} (key {key}), so the stage would have to "
-                          "be trained and could not be stored. Fix: point paths.cache_dir at a folder you can write "
-                          "(e.g. paths.cache_dir=$HOME/crt-cache; copy the entries of the shared cache there first to "
-                          "reuse them), or set cache.enabled=false to train without the cache.")
+                          f"{path}), and stage {stage} (key {key}) would have to be trained and stored there ({why}). "
+                          "Fix: point paths.cache_dir at a folder you can write (e.g. paths.cache_dir=$HOME/crt-cache; "
+                          "copy the entries of the shared cache there first to reuse them).")
 
     def meta(self, stage: str, key: str) -> dict[str, Any] | None:
         """An entry's meta.json, or None when it is absent, unreadable or not a JSON object."""

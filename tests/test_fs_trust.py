@@ -203,7 +203,7 @@ def test_a_read_only_cache_with_a_finished_entry_is_reused_and_one_without_is_re
     with _read_only(empty, monkeypatch), pytest.raises(ConfigError) as err:
         run(other, run_dir=tmp_path / "third")
     msg = str(err.value)
-    assert "is read-only for this job" in msg and "stage pretrain" in msg and "Fix: point paths.cache_dir" in msg
+    assert "is read-only for this job" in msg and "stage pretrain (key" in msg and "Fix: point paths.cache_dir" in msg
     assert "\n" not in msg and not (tmp_path / "third" / "results.json").exists()
 
 

@@ -4,9 +4,10 @@
 key `checkpoint_every`; 0 switches it off) it writes Lightning's full training checkpoint - model,
 optimizer and scheduler state, loop progress (epoch, global step), the state of every callback
 (early stopping; KeepBest's best-so-far score and weights) - plus the global RNG states, to
-`<folder>/epoch<N>.ckpt` by temp file (in the folder itself) and atomic rename; then it points `<folder>/last.json` (file name,
-epoch, sha256) at it by an atomic rename and deletes the older checkpoint. A kill at any instant leaves
-last.json naming a complete checkpoint whose checksum matches.
+`<folder>/epoch<N>.ckpt` by temp file (in the folder itself, O_EXCL, the umask's mode) and atomic rename; then it
+points `<folder>/last.json` (file name, epoch, sha256) at it by an atomic rename and deletes the older checkpoint.
+A kill at any instant leaves last.json naming a complete checkpoint whose checksum matches. A partial folder that
+is a symbolic link is refused (ConfigError), so no checkpoint is written or deleted outside the cache.
 The folder is the stage's partial folder in the cache (`<cache>/<stage>/.<key>.partial/`): the key
 hashes everything the stage depends on, so a checkpoint is only ever resumed by the same stage
 configuration, and the folder is removed once the stage's outputs are stored.
