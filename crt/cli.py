@@ -38,6 +38,23 @@ def check_group_choices(argv: list[str]) -> None:
                 sys.exit(2)
 
 
+def check_folder_names(argv: list[str]) -> None:
+    """Names given on the command line that become run-folder parts (every value of a sweep) are checked before
+    Hydra starts, so a sweep with a bad one runs no job; other values are checked by ${crt.name:...} (configs/hydra)."""
+    from crt.config import check_name
+    from crt.errors import ConfigError
+
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key in ("data.name", "method.name", "seed") and not set(value) & set("()[]{}$'\""):
+            for part in value.split(","):
+                try:
+                    check_name(key, part)
+                except ConfigError as err:
+                    print(f"\nerror: {err}\n", file=sys.stderr)
+                    sys.exit(2)
+
+
 def _in_process_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -76,16 +93,21 @@ def run_main(argv: list[str] | None = None, prog: str = "crt run") -> None:
     """`crt run` / `python run.py`: compose configs/ with the overrides in `argv` (Hydra's command line)."""
     import hydra
 
-    from crt.config import register_resolvers
+    from crt.config import NameRefused, register_resolvers
 
     argv = sys.argv[1:] if argv is None else argv
     register_resolvers()
     sys.path.insert(1, os.getcwd())  # user code named by _target_ (crt/usercode.py) may live in the working directory
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     check_group_choices(argv)
+    check_folder_names(argv)
     main = hydra.main(config_path=str(CONFIGS), config_name="config", version_base="1.3")(_job)
     sys.argv = [prog, *argv]
-    main()
+    try:
+        main()
+    except NameRefused as err:  # raised while Hydra names the run folder, so before it creates anything
+        print(f"\nerror: {err.error}\n", file=sys.stderr)
+        sys.exit(2)
     if FAILED:
         print(f"\n{len(FAILED)} job(s) of the multirun failed; the others ran:", file=sys.stderr)
         for line in FAILED:

@@ -10,6 +10,7 @@ the key, the bad value and the fix. It reads no data and builds nothing heavy, s
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -49,9 +50,46 @@ def _tag(override_dirname: str) -> str:
     return f"{prefix}-{digest}"
 
 
+NAME_MAX = 100
+_NAME = re.compile(r"[A-Za-z0-9_+=,@-][A-Za-z0-9._+=,@-]*")
+
+
+def check_name(key: str, value: Any) -> str:
+    """`value` of config key `key` if it can be one folder name of a run (crt.name); else a ConfigError."""
+    text = "" if value is None else str(value)
+    if _NAME.fullmatch(text) and len(text) <= NAME_MAX:
+        return text
+    why = (f"is {len(text)} characters long" if len(text) > NAME_MAX else "is not set" if value is None
+           else "would leave or misname its folder")
+    shown = text if len(text) <= 60 else f"{text[:40]}...{text[-10:]}"
+    raise ConfigError(f"{key}={shown!r} {why}: it names a folder of the run (paths.output_dir/runs/<data.name>/"
+                      f"<method.name>/<overrides>/seed<seed>). Fix: use 1 to {NAME_MAX} letters, digits and . _ - + = , @ "
+                      f"(no '/', not starting with '.'), e.g. {key}={'0' if key == 'seed' else 'my_' + key.split('.')[0]}.")
+
+
+class NameRefused(BaseException):
+    """A run-folder name refused while Hydra names the run folder, before it creates it. A BaseException, so that
+    Hydra's error report (which prints any Exception with a traceback and exits 1) lets it through to run.py,
+    which prints `error` as one paragraph and exits 2."""
+
+    def __init__(self, error: ConfigError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _name(key: str, *, _root_: Any) -> str:
+    """Resolver `${crt.name:<key>}`: the value of `key`, checked to be a legal folder name (check_name)."""
+    try:
+        return check_name(key, OmegaConf.select(_root_, key))
+    except ConfigError as err:
+        raise NameRefused(err) from None
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("crt.tag"):
         OmegaConf.register_new_resolver("crt.tag", _tag)
+    if not OmegaConf.has_resolver("crt.name"):
+        OmegaConf.register_new_resolver("crt.name", _name)
 
 
 @dataclass(frozen=True)
@@ -179,6 +217,8 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
                               "configs/config.yaml with Hydra so its defaults are applied.")
     plain = {k: _container(cfg[k], k) for k in ("data", "method", "stage", "model", "trainer")}
     plain["logger"] = _container(cfg.get("logger"), "logger")
+    for group in ("data", "method"):  # folder names of the run (configs/hydra), checked for crt.pipeline.run too
+        check_name(f"{group}.name", plain[group].get("name") if isinstance(plain[group], Mapping) else None)
     seed = _seed(cfg.get("seed", 0))
     cache_cfg = cfg.get("cache", {})
     if not isinstance(cache_cfg, (Mapping, DictConfig)):

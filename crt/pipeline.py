@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +31,8 @@ from crt.registry import as_dict
 from crt.sizes import check_fits
 from crt.stages import RUNNERS, Context
 from crt.stages.training import check_accelerator, trainer_options
-from crt.utils import atomic_write_json, git_sha, seed_everything, stable_hash
+from crt.utils import (atomic_write_json, file_lock, git_sha, is_under, remove_tree, reported, safe_path, seed_everything,
+                       stable_hash)
 
 log = logging.getLogger(__name__)
 for _noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
@@ -49,19 +49,22 @@ def pick_device(trainer_cfg: DictConfig) -> torch.device:
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """One job per run folder: a second job on the same folder stops with a clear error."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"Another job is writing {run_dir}. Fix: wait for it, or change an override "
-                              "(e.g. seed=...) so that this run gets its own folder.") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def run_lock(run_dir: Path, root: str | os.PathLike | None = None) -> Iterator[None]:
+    """One job per run folder: a second job on the same folder stops with a clear error. The folder (and its
+    lock file) must be no symbolic link and, when it lies in `root` (paths.output_dir), resolve inside it."""
+    run_dir = safe_path(run_dir, "run folder", root if root is not None and is_under(run_dir, root) else None)
+    with reported(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    safe_path(run_dir / "logs", "log folder")
+
+    def busy() -> None:
+        raise ConfigError(f"Another job is writing {run_dir}. Fix: wait for it, or change an override "
+                          "(e.g. seed=...) so that this run gets its own folder.")
+
+    with ExitStack() as held:
+        with reported(run_dir / ".lock"):  # the lock's own errors only, not the run's
+            held.enter_context(file_lock(run_dir / ".lock", "run lock file", busy))
+        yield
 
 
 @lru_cache(maxsize=1)
@@ -113,18 +116,6 @@ def keys_for(cfg: DictConfig) -> dict[str, str]:
     return stage_keys(run_cfg, data_fingerprint(split), code_version())
 
 
-def _other_code_entry(cache: StageCache, stage: str, free_key: str) -> str | None:
-    """Key of a cache entry of `stage` with the same code-free key (written by other code), if one exists."""
-    folder = cache.root / stage
-    if not folder.is_dir():
-        return None
-    for entry in sorted(folder.iterdir()):
-        meta = cache.meta(stage, entry.name) if entry.is_dir() else None
-        if meta and meta.get("code_free_key") == free_key and (entry / "outputs.pt").exists():
-            return entry.name
-    return None
-
-
 def _still_current(done: dict[str, Any], cfg: DictConfig, path: Path) -> dict[str, Any] | None:
     """A finished run's results, if its stage keys are the ones this configuration and code give; else None.
 
@@ -164,7 +155,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
     if done is not None:
         log.info("already complete, skipping: %s", results_path)
         return done
-    with signals_raise(), run_lock(run_dir) if ranks.is_zero else nullcontext(), \
+    with signals_raise(), run_lock(run_dir, cfg.paths.output_dir) if ranks.is_zero else nullcontext(), \
             tracking.job(cfg, run_dir) as job:  # job's loggers
         t_start = time.perf_counter()
         seed_everything(int(cfg.seed))
@@ -186,10 +177,11 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
             if ctx.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             key, other = keys[stage], None
-            with cache.lock(stage, keys[stage]) if ranks.is_zero else nullcontext():
+            other_free = free_keys[stage] if run_cfg.cache.allow_other_code else None
+            with cache.lock(stage, keys[stage], other_free) if ranks.is_zero else nullcontext():
                 out = cache.load(stage, key) if ranks.is_zero else None
                 if out is None and ranks.is_zero and cache.enabled and run_cfg.cache.allow_other_code:
-                    found = _other_code_entry(cache, stage, free_keys[stage])
+                    found = cache.find_other_code(stage, free_keys[stage])
                     out = cache.load(stage, found) if found else None
                     if out is not None:
                         other = {"key": found, "code_version": (cache.meta(stage, found) or {}).get("code_version")}
@@ -273,7 +265,10 @@ def read_results(path: Path) -> dict[str, Any] | None:
     `results.json.damaged` (kept for inspection) and the run is redone."""
     import json
 
+    safe_path(path.parent, "run folder")  # nothing is read or moved through a link
     try:
+        if path.is_symlink():
+            raise ValueError(f"a symbolic link (to {os.readlink(path)}), not the run's own file")
         res = json.loads(path.read_text())
         if not (isinstance(res, dict) and isinstance(res.get("metrics"), dict) and res["metrics"]
                 and isinstance(res.get("stages"), dict)):
@@ -283,13 +278,9 @@ def read_results(path: Path) -> dict[str, Any] | None:
         aside = path.with_name(path.name + ".damaged")
         log.warning("%s is damaged or unreadable (%s: %s); moved to %s and the run is redone", path,
                     type(err).__name__, str(err)[:120], aside.name)
-        import shutil
-
-        if aside.is_dir() and not aside.is_symlink():
-            shutil.rmtree(aside)
-        elif aside.exists() or aside.is_symlink():
-            aside.unlink()
-        os.replace(path, aside)
+        with reported(aside):
+            remove_tree(aside)
+            os.replace(path, aside)  # a link is moved, not followed
         return None
 
 

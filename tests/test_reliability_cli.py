@@ -97,3 +97,38 @@ def test_nonsense_config_exits_2_with_one_paragraph(tmp_path: Path, override: st
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert needle in out.stderr and "Fix:" in out.stderr
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("override", ["method.name=../../../../x", "data.name=../..", "method.name=" + "m" * 300,
+                                      "method.name=${oc.env:CRT_BAD_NAME}"])  # not on the command line: crt.name
+def test_a_name_that_would_leave_its_folder_exits_2_before_any_folder_exists(tmp_path: Path, override: str) -> None:
+    out = _cli("method=erm", override, f"paths.output_dir={tmp_path / 'a' / 'b' / 'out'}",
+               env={**ENV, "CRT_BAD_NAME": "../../../../x"})
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    error = [p for p in out.stderr.split("\n\n") if p.strip().startswith("error:")]
+    assert len(error) == 1 and "\n" not in error[0].strip(), out.stderr  # one paragraph
+    assert f"error: {override.split('=')[0]}=" in error[0] and "names a folder of the run" in error[0]
+    assert "Fix: use 1 to 100 letters" in error[0]
+    assert not any(tmp_path.iterdir())  # Hydra created nothing, inside the output folder or outside it
+
+
+FULL_DISK = """
+import io, os, runpy, sys, torch
+real = torch.save
+def save(obj, f, *a, **k):  # every file torch writes hits a full disk (/dev/full: ENOSPC)
+    if isinstance(f, io.BytesIO):
+        return real(obj, f, *a, **k)
+    with open("/dev/full", "wb") as full:
+        return real(obj, full, *a, **k)
+torch.save = save
+sys.argv = ["run.py", *sys.argv[1:]]
+runpy.run_path("run.py", run_name="__main__")
+"""
+
+
+def test_a_full_disk_exits_2_naming_the_path_and_the_errno(tmp_path: Path) -> None:
+    out = _cli("method=erm", *TINY, "checkpoint_every=0", f"paths.output_dir={tmp_path}", prefix=("-c", FULL_DISK))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert re.search(r"error: could not write \S+/outputs\.pt: No space left on device \(errno 28\)\. Fix: free space",
+                     out.stderr), out.stderr[-3000:]
+    assert "iostream" not in out.stderr and not list(tmp_path.rglob("results.json"))

@@ -4,9 +4,10 @@
 key `checkpoint_every`; 0 switches it off) it writes Lightning's full training checkpoint - model,
 optimizer and scheduler state, loop progress (epoch, global step), the state of every callback
 (early stopping; KeepBest's best-so-far score and weights) - plus the global RNG states, to
-`<folder>/epoch<N>.ckpt` by temp file and atomic rename; then it points `<folder>/last.json` (file name,
-epoch, sha256) at it by an atomic rename and deletes the older checkpoint. A kill at any instant leaves
-last.json naming a complete checkpoint whose checksum matches.
+`<folder>/epoch<N>.ckpt` by temp file (in the folder itself, O_EXCL, the umask's mode) and atomic rename; then it
+points `<folder>/last.json` (file name, epoch, sha256) at it by an atomic rename and deletes the older checkpoint.
+A kill at any instant leaves last.json naming a complete checkpoint whose checksum matches. A partial folder that
+is a symbolic link is refused (ConfigError), so no checkpoint is written or deleted outside the cache.
 The folder is the stage's partial folder in the cache (`<cache>/<stage>/.<key>.partial/`): the key
 hashes everything the stage depends on, so a checkpoint is only ever resumed by the same stage
 configuration, and the folder is removed once the stage's outputs are stored.
@@ -22,7 +23,6 @@ import json
 import logging
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,9 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from crt.utils import atomic_write_json
+from crt.utils import atomic_write_json, remove_tree, reported, safe_path, temp_file, torch_save
 
 log = logging.getLogger(__name__)
 INFO = "last.json"
@@ -71,7 +72,7 @@ class StageCheckpoint(Checkpoint):
 
     def resume_path(self) -> str | None:
         """The last checkpoint if it exists and matches its recorded sha256 (else it is discarded)."""
-        info = self.folder / INFO
+        info = safe_path(self.folder, f"checkpoint folder of stage {self.stage}") / INFO
         if not info.exists():
             return None
         from crt.cache import sha256_file
@@ -79,13 +80,13 @@ class StageCheckpoint(Checkpoint):
         try:
             meta = json.loads(info.read_text())
             ckpt = self.folder / str(meta["file"])
-            ok = ckpt.parent == self.folder and meta.get("sha256") == sha256_file(ckpt)
+            ok = ckpt.parent == self.folder and not ckpt.is_symlink() and meta.get("sha256") == sha256_file(ckpt)
         except (OSError, ValueError, KeyError, TypeError):
             ckpt, ok = self.folder / INFO, False
         if not ok:
             log.warning("stage %s: checkpoint %s fails its checksum; discarding it and starting from epoch 1",
                         self.stage, ckpt)
-            shutil.rmtree(self.folder, ignore_errors=True)
+            remove_tree(self.folder)
             return None
         return str(ckpt)
 
@@ -112,26 +113,32 @@ class StageCheckpoint(Checkpoint):
         if self.every and done % self.every == 0 and not trainer.sanity_checking:
             self.save(trainer, done)
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        trainer.strategy.checkpoint_io = FileCheckpointIO()
+
     def save(self, trainer: pl.Trainer, epochs_done: int) -> None:
         from crt.cache import sha256_file
 
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with reported(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
+        safe_path(self.folder, f"checkpoint folder of stage {self.stage}")  # nothing written or deleted through a link
         name = f"epoch{epochs_done}.ckpt"
-        tmp = self.folder / f".{name}.{os.getpid()}.tmp"
+        zero = trainer.is_global_zero  # every rank calls save_checkpoint, rank 0 alone writes
+        tmp = Path(temp_file(self.folder / name)) if zero else self.folder / f".{name}.unused.tmp"
         try:
-            trainer.save_checkpoint(tmp, weights_only=False)  # full training state; every rank calls it, rank 0 writes
-            if trainer.is_global_zero:
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
+            trainer.save_checkpoint(tmp, weights_only=False)  # full training state (FileCheckpointIO writes it)
+            if zero:
                 sha = sha256_file(tmp)
-                os.replace(tmp, self.folder / name)
+                with reported(self.folder / name):
+                    os.replace(tmp, self.folder / name)
                 atomic_write_json(self.folder / INFO, {"stage": self.stage, "file": name, "epochs_done": epochs_done,
                                                        "max_epochs": trainer.max_epochs, "sha256": sha})
                 for old in self.folder.glob("epoch*.ckpt"):
                     if old.name != name:
-                        old.unlink(missing_ok=True)
+                        old.unlink(missing_ok=True)  # a link is unlinked, its target kept
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            if zero:
+                tmp.unlink(missing_ok=True)
             raise
 
     def state_dict(self) -> dict[str, Any]:
@@ -139,6 +146,14 @@ class StageCheckpoint(Checkpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending_rng = state_dict.get("rng")
+
+
+class FileCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint straight to its (temp) path with crt.utils.torch_save: fsynced, with the umask's mode, and
+    a write error named with its path and errno. (Lightning's own goes through a 0600 file in the system temp folder.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        torch_save(checkpoint, path)
 
 
 def checkpoint_for(folder: str | None, stage: str, every_n_epochs: int, max_epochs: int
