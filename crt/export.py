@@ -39,7 +39,7 @@ from torch import nn
 
 from crt.errors import ConfigError
 from crt.registry import ENCODERS, build
-from crt.utils import atomic_folder
+from crt.utils import atomic_folder, torch_save
 
 log = logging.getLogger(__name__)
 MODEL_DIR = "model"
@@ -323,7 +323,7 @@ def save_model(run_dir: str | os.PathLike, cfg: DictConfig, split: Any, outputs:
         weights["check"] = {"inputs": x, "logits": model.logits(x)}
     last = [s for s in stages if "logits_test" in outputs[s]][-1]
     with atomic_folder(Path(run_dir) / MODEL_DIR) as tmp:
-        torch.save(weights, tmp / "weights.pt")
+        torch_save(weights, tmp / "weights.pt")  # a write error names its errno and the path
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         model = load(tmp, map_location=device, trust_code=trust)
         logits = {k: model.logits(getattr(split, f"x_{k}")) for k in ("test", "val")}
