@@ -13,6 +13,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -85,11 +86,30 @@ def _name(key: str, *, _root_: Any) -> str:
         raise NameRefused(err) from None
 
 
+def _inside(root: str, rel: str, joined: bool = True) -> str:
+    """Resolver `${crt.inside:<root>,<rel>}` (configs/hydra): `root/rel` (`rel` itself when `joined` is false),
+    after checking that no folder of `rel` that exists already is a symbolic link or leads out of `root`, so that
+    Hydra, which writes .hydra/ there before crt runs, follows no planted link either."""
+    from crt.utils import safe_path
+
+    path = Path(root)
+    try:
+        for part in Path(str(rel)).parts:
+            path = path / part
+            if path.is_symlink() or path.exists():
+                safe_path(path, "run folder" if path.name.startswith("seed") else "folder", root)
+    except ConfigError as err:
+        raise NameRefused(err) from None
+    return str(Path(root) / rel) if joined else str(rel)
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("crt.tag"):
         OmegaConf.register_new_resolver("crt.tag", _tag)
     if not OmegaConf.has_resolver("crt.name"):
         OmegaConf.register_new_resolver("crt.name", _name)
+    if not OmegaConf.has_resolver("crt.inside"):
+        OmegaConf.register_new_resolver("crt.inside", _inside)
 
 
 @dataclass(frozen=True)

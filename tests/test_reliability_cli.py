@@ -112,6 +112,19 @@ def test_a_name_that_would_leave_its_folder_exits_2_before_any_folder_exists(tmp
     assert not any(tmp_path.iterdir())  # Hydra created nothing, inside the output folder or outside it
 
 
+@pytest.mark.parametrize("multirun", [False, True])
+def test_a_run_folder_planted_as_a_link_gets_nothing_not_even_hydras_files(tmp_path: Path, multirun: bool) -> None:
+    out_dir, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    planted = out_dir / "runs" / "toy_henon" / "erm" / "debug=tiny,method=erm" / "seed0"
+    planted.parent.mkdir(parents=True)
+    elsewhere.mkdir()
+    planted.symlink_to(elsewhere)
+    out = _cli(*(["-m"] if multirun else []), "method=erm", "debug=tiny", "logger=none", f"paths.output_dir={out_dir}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert f"error: The run folder {planted} is a symbolic link" in out.stderr
+    assert list(elsewhere.iterdir()) == []  # Hydra wrote no .hydra/ or log through the link
+
+
 FULL_DISK = """
 import io, os, runpy, sys, torch
 real = torch.save
