@@ -166,6 +166,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
         check_fits(run_cfg, split, device)  # sizes that cannot fit are refused now, with the estimate
         ctx = Context.from_cfg(cfg, split, str(run_dir), device=device, progress=progress)
         ctx.checkpoint_every = int(cfg.get("checkpoint_every", 1) or 0)
+        ctx.checkpoint_interval_s = float(cfg.get("checkpoint_interval_s", 0) or 0)
         cache = StageCache(cfg.paths.cache_dir, enabled=run_cfg.cache.enabled)
         data_fp, code = data_fingerprint(split), code_version()
         keys = stage_keys(run_cfg, data_fp, code)

@@ -5,6 +5,7 @@
   python scripts/bench.py --size tiny --device cpu --epochs 2    # CI size (tests/test_bench.py)
   python scripts/bench.py --gpu-check --write docs/gpu.md        # make gpu-check: the GPU figures (<= 8 min)
   python scripts/bench.py --gpu-check --dry --write /tmp/gpu.md  # the same steps at tiny size on the CPU (CI)
+  python scripts/bench.py --checkpoint-cost                      # what one mid-stage checkpoint costs, old vs new
 
 What is measured:
 - every setting runs the whole pipeline (pretrain, demix, augment, refine) for `--epochs` epochs per trained
@@ -223,7 +224,7 @@ def gpu_check(dry: bool, write: Path | None, epochs: int) -> int:
     if device == "cuda":
         free, total = torch.cuda.mem_get_info()
         lines.append(f"- GPU memory: {total / 2**30:.1f} GiB ({free / 2**30:.1f} GiB free at start)")
-    base = [f"experiment={GPU_EXPERIMENT}", "logger=none", "cache.enabled=false", "skip_completed=false", "progress=false",
+    base = [f"experiment={GPU_EXPERIMENT}", "logger=none", "skip_completed=false", "progress=false",
             *(f"stage.{s}.patience=null" for s in TRAINED)]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         exp = compose(config_name="config", overrides=base[:1])
@@ -236,13 +237,14 @@ def gpu_check(dry: bool, write: Path | None, epochs: int) -> int:
     budget = {s: int(exp.stage[s].epochs) for s in TRAINED if s in exp.method.stages}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="crt-gpu-check-") as tmp:
-        one = compose_setting(base + [f"stage.{s}.epochs=1" for s in TRAINED], edits, Path(tmp))
+        one = compose_setting(base + [f"stage.{s}.epochs=1" for s in TRAINED], edits, Path(tmp) / "one")
         res = bench_once(one, Path(tmp) / "one-epoch")  # also the warm-up of what follows
         lines.append(f"- 1-epoch pipeline under trainer={'gpu' if not dry else 'cpu'} ({GPU_EXPERIMENT}, synthetic images of "
                      f"its shape): {res['wall']:.1f} s, test/top1 {res['metrics']['test/top1']:.3f} "
                      "(" + ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in res["stages"].items()) + ")")
         for setting, extra in (("eager", ["trainer.compile=false"]), ("compiled", [compiled])):
-            cfg = compose_setting(base + [f"stage.{s}.epochs={epochs}" for s in TRAINED], edits + extra, Path(tmp))
+            cfg = compose_setting(base + [f"stage.{s}.epochs={epochs}" for s in TRAINED], edits + extra,
+                                  Path(tmp) / setting)
             rows += stage_rows(setting, bench_once(cfg, Path(tmp) / setting), budget, warmup=1)
     agree = _agreement(device)
     lines.append(f"- bf16 autocast vs fp32 (ResNet-18 + head, 256 CIFAR-shaped inputs): max |diff| "
@@ -273,6 +275,52 @@ def gpu_check(dry: bool, write: Path | None, epochs: int) -> int:
     return 0
 
 
+def checkpoint_cost(repeats: int = 5, interval_s: float = 300.0) -> int:
+    """Time one mid-stage checkpoint (model, Adam state, KeepBest's best-weights copy) for the toy's networks and
+    CIFAR's ResNet-18 (save, fsync, sha256), and its cost per epoch under the old policy (every epoch) and the new
+    one (at most one per `interval_s`), for the epoch times given (the toy's on this CPU, CIFAR's on record for an
+    H100, docs: README Performance)."""
+    from crt.cache import sha256_file
+    from crt.models import build_encoder
+    from crt.models.mlp import build_predictor
+    from crt.utils import torch_save
+
+    def state(net: torch.nn.Module) -> dict[str, Any]:
+        opt = torch.optim.Adam(net.parameters())
+        net(torch.randn(8, *shape)).sum().backward()
+        opt.step()
+        return {"state_dict": net.state_dict(), "optimizer": opt.state_dict(),
+                "best": {k: v.clone() for k, v in net.state_dict().items()}}
+
+    def save(obj: Any, path: Path) -> None:  # what StageCheckpoint.save does: write + fsync, then the sha256
+        torch_save(obj, path)
+        sha256_file(path)
+
+    # epoch seconds: the toy's pretrain epoch on this CPU; CIFAR-100's pretrain epoch on an H100 as projected in
+    # issue 21 (0.3-0.4 s; unmeasured until make gpu-check)
+    cases = {"toy (MLP 32-32-2 + head)": ((2,), {"name": "mlp"}, 2, 7, 0.094),  # default run, median pretrain epoch
+             "CIFAR-100 (ResNet-18 + head)": ((3, 32, 32), {"name": "resnet18_cifar"}, 32, 100, 0.35)}
+    print(f"{'networks':<30}{'MiB':>7}{'save ms':>9}{'epoch s':>9}{'before %/epoch':>16}{'now %/epoch':>13}")
+    with tempfile.TemporaryDirectory(prefix="crt-ckpt-") as tmp:
+        for name, (shape, enc, d, k, epoch_s) in cases.items():
+            in_dim = int(torch.tensor(shape).prod())
+            net = torch.nn.Sequential(build_encoder(enc, in_dim, d), build_predictor(d, k, [64]))
+            obj = state(net)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                save(obj, Path(tmp) / "epoch.ckpt")
+                times.append(time.perf_counter() - t0)
+            mib = (Path(tmp) / "epoch.ckpt").stat().st_size / 2**20
+            cost = statistics.median(times)
+            per_epoch_now = cost / max(1.0, interval_s / epoch_s)  # one save per max(1, interval / epoch) epochs
+            print(f"{name:<30}{mib:>7.1f}{cost * 1e3:>9.1f}{epoch_s:>9.2f}"
+                  f"{100 * cost / epoch_s:>15.1f}%{100 * per_epoch_now / epoch_s:>12.2f}%")
+    print(f"(before: a checkpoint every epoch; now: every due epoch at most once per {interval_s:.0f} s; "
+          f"median of {repeats})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experiment", default=None, help="bench configs/experiment/<name>.yaml as run.py runs it")
@@ -288,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu-check", action="store_true", help="the GPU check (make gpu-check); see the module docstring")
     ap.add_argument("--dry", action="store_true", help="with --gpu-check: tiny sizes on the CPU, figures unmeasured")
     ap.add_argument("--write", type=Path, default=None, help="with --gpu-check: write the report (Markdown) here")
+    ap.add_argument("--checkpoint-cost", action="store_true", help="time one mid-stage checkpoint, before vs now")
     args = ap.parse_args(argv)
+    if args.checkpoint_cost:
+        return checkpoint_cost()
     if args.gpu_check:
         return gpu_check(args.dry, args.write, args.epochs)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
@@ -296,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or ("full" if device == "cuda" else "tiny")
     register_resolvers()
 
-    common = ["logger=none", "cache.enabled=false", "skip_completed=false", "progress=false",
+    # the stage cache on (a fresh one per run), so each run pays what a real run pays: storing the outputs and the
+    # mid-stage checkpoints of the default policy (checkpoint_every, checkpoint_interval_s)
+    common = ["logger=none", "skip_completed=false", "progress=false",
               *(f"stage.{s}.epochs={args.epochs}" for s in TRAINED), *(f"stage.{s}.patience=null" for s in TRAINED)]
     if args.experiment:
         base = [f"experiment={args.experiment}"]
@@ -327,10 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     metrics: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="crt-bench-") as tmp:
         first_name, first_edits = settings[0]
-        warm = compose_setting(base, first_edits + [f"stage.{s}.epochs=1" for s in TRAINED], Path(tmp))
+        warm = compose_setting(base, first_edits + [f"stage.{s}.epochs=1" for s in TRAINED], Path(tmp) / "warmup")
         bench_once(warm, Path(tmp) / "warmup")  # untimed: start-up costs do not land on the first setting
         for r, name in run_order([n for n, _ in settings], args.repeats):
-            cfg = compose_setting(base, dict(settings)[name], Path(tmp))
+            cfg = compose_setting(base, dict(settings)[name], Path(tmp) / f"{name}-{r}")
             res = bench_once(cfg, Path(tmp) / f"{name}-{r}")
             rows += [dict(x, round=r) for x in stage_rows(name, res, budget, args.warmup_epochs)]
             metrics.setdefault(name, []).append(res["metrics"]["test/bal_acc"])

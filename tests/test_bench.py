@@ -73,3 +73,23 @@ def test_gpu_check_without_a_gpu_and_without_dry_is_one_paragraph(capsys: pytest
         pytest.skip("this machine has a GPU")
     assert bench.main(["--gpu-check"]) == 2
     assert "error: no CUDA device here. Fix:" in capsys.readouterr().err
+
+
+def test_epoch_times_include_the_checkpoint_written_at_the_epoch_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    import time
+
+    from crt.pipeline import run
+    from crt.stages.checkpoint import StageCheckpoint
+    from tests.conftest import compose_cfg
+
+    orig = StageCheckpoint.save
+
+    def slow_save(self, trainer, done):  # noqa: ANN001, ANN202 - a checkpoint that takes 0.5 s more
+        time.sleep(0.5)
+        return orig(self, trainer, done)
+
+    monkeypatch.setattr(StageCheckpoint, "save", slow_save)
+    res = run(compose_cfg(["debug=tiny", "method=erm", "checkpoint_interval_s=0"], tmp_path), run_dir=tmp_path / "r")
+    sel = res["stages"]["pretrain"]["selected"]
+    assert len(sel["epoch_s"]) == 2 and all(e - t >= 0.5 for e, t in zip(sel["epoch_s"], sel["train_s"]))

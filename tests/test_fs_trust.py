@@ -25,7 +25,8 @@ from crt.pipeline import keys_for, run, run_lock
 from crt.stages.modules import ClassifierModule
 from crt.utils import atomic_folder, atomic_write_json
 
-TINY = ["debug=tiny", "data.n_per_class=200", "data.n_test_per_class=50", "data.input_dim=8"]
+TINY = ["debug=tiny", "data.n_per_class=200", "data.n_test_per_class=50", "data.input_dim=8",
+        "checkpoint_interval_s=0"]  # a checkpoint at every epoch, whatever its length
 ERM = ["method=erm", *TINY]
 
 

@@ -27,7 +27,8 @@ from crt.pipeline import keys_for as stage_keys  # the keys run(cfg) uses (typed
 from crt.pipeline import run
 from crt.stages.modules import ClassifierModule, DemixModule
 
-TINY = ["debug=tiny", "data.n_per_class=200", "data.n_test_per_class=50", "data.input_dim=8"]
+TINY = ["debug=tiny", "data.n_per_class=200", "data.n_test_per_class=50", "data.input_dim=8",
+        "checkpoint_interval_s=0"]  # a checkpoint at every epoch, whatever its length
 ERM = ["method=erm", *TINY]
 
 
@@ -403,3 +404,28 @@ def test_nonsense_config_is_refused_before_training(make_cfg, tmp_path: Path, ov
     msg = str(err.value)
     assert needle in msg and "Fix" in msg and "\n" not in msg, msg
     assert not (tmp_path / "outputs" / "cache").exists()  # nothing trained
+
+
+def test_checkpoints_are_due_by_epochs_and_wall_clock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from crt.stages import checkpoint as C
+
+    now = [100.0]
+    monkeypatch.setattr(C.time, "monotonic", lambda: now[0])
+    ck = C.StageCheckpoint(tmp_path, "demix", every_n_epochs=2, interval_s=60)
+    assert not ck.due(2)  # the 2nd epoch, but 0 s since the stage started
+    now[0] += 61
+    assert not ck.due(3) and ck.due(4)  # only every 2nd epoch, once 60 s have passed
+    assert not C.StageCheckpoint(tmp_path, "demix", every_n_epochs=0, interval_s=0).due(4)  # off
+    assert C.StageCheckpoint(tmp_path, "demix", every_n_epochs=1, interval_s=0).due(1)  # every epoch
+
+
+def test_the_default_policy_writes_no_checkpoint_where_epochs_are_fast(make_cfg, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from crt.stages.checkpoint import StageCheckpoint
+
+    saves: list[int] = []
+    monkeypatch.setattr(StageCheckpoint, "save", lambda self, trainer, done: saves.append(done))
+    run(make_cfg("debug=tiny"), run_dir=tmp_path / "run")  # every stage well under checkpoint_interval_s (300 s)
+    assert saves == []
+    run(make_cfg("debug=tiny", "checkpoint_interval_s=0", tmp=tmp_path / "b"), run_dir=tmp_path / "b" / "run")
+    assert saves == [1, 2, 1, 2, 1, 2]  # pretrain, demix, refine: every epoch

@@ -18,7 +18,8 @@ from tests.conftest import ROOT, compose_cfg
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-TINY = ["debug=tiny", "data.n_per_class=200", "data.n_test_per_class=50", "data.input_dim=8"]
+TINY = ["debug=tiny", "data.n_per_class=200", "data.n_test_per_class=50", "data.input_dim=8",
+        "checkpoint_interval_s=0"]  # a checkpoint at every epoch, whatever its length
 
 # run.py, but the process kills itself with SIGKILL (no cleanup, no handler) when demix reaches epoch K
 KILL_AT = """

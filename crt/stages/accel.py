@@ -140,7 +140,9 @@ def count_host_syncs() -> Iterator[Counter[str]]:
 
 
 class EpochTimer(Callback):
-    """Wall time of every epoch: `train_s` up to the start of validation, `epoch_s` including it.
+    """Wall time of every epoch: `train_s` up to the start of validation, `epoch_s` from the epoch's start to the
+    next one's (or the end of fitting), so it includes validation and whatever runs at the epoch's end: Lightning
+    moves checkpoint callbacks after every other one, and their cost is part of a real epoch.
 
     The device is synchronised at the epoch boundaries only (never inside a step). The lists travel in
     `trainer.callback_metrics`, so they also come back from spawned DDP workers.
@@ -150,6 +152,7 @@ class EpochTimer(Callback):
         self.train_s: list[float] = []
         self.epoch_s: list[float] = []
         self._t0 = self._t_val = 0.0
+        self._open = False
 
     @staticmethod
     def _now(pl_module: pl.LightningModule) -> float:
@@ -157,9 +160,15 @@ class EpochTimer(Callback):
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
+    def _close(self, t: float) -> None:
+        if self._open:
+            self.epoch_s.append(t - self._t0)
+            self._open = False
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._t0 = self._now(pl_module)
-        self._t_val = 0.0
+        t = self._now(pl_module)
+        self._close(t)
+        self._t0, self._t_val, self._open = t, 0.0, True
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and not self._t_val:
@@ -168,9 +177,12 @@ class EpochTimer(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         t = self._now(pl_module)
         self.train_s.append((self._t_val or t) - self._t0)
-        self.epoch_s.append(t - self._t0)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(self._now(pl_module))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(self._now(pl_module))
         trainer.callback_metrics["timing/train_s"] = torch.tensor(self.train_s, dtype=torch.float64)
         trainer.callback_metrics["timing/epoch_s"] = torch.tensor(self.epoch_s, dtype=torch.float64)
 

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class StageCheckpoint(Checkpoint):
     """Saves the stage's training state every `every_n_epochs` epochs; `resume_path()` finds a valid one."""
 
-    def __init__(self, folder: str | os.PathLike, stage: str, every_n_epochs: int = 1):
+    def __init__(self, folder: str | os.PathLike, stage: str, every_n_epochs: int = 1, interval_s: float = 0.0):
         self.folder, self.stage, self.every = Path(folder), stage, max(0, int(every_n_epochs))
+        self.interval_s = max(0.0, float(interval_s))
         self._pending_rng: dict[str, Any] | None = None
+        self._last = time.monotonic()  # the stage's start, then the last save
+        self.saves = 0
 
     @property
     def state_key(self) -> str:
@@ -108,9 +112,14 @@ class StageCheckpoint(Checkpoint):
         if isinstance(loader, TensorBatches):
             loader.epoch = trainer.current_epoch
 
+    def due(self, epochs_done: int) -> bool:
+        """An epoch boundary is due for a checkpoint when it is the `every`-th and `interval_s` seconds have passed
+        since the stage started or last saved (so where epochs take milliseconds, checkpoints stay rare)."""
+        return bool(self.every) and epochs_done % self.every == 0 and time.monotonic() - self._last >= self.interval_s
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         done = trainer.current_epoch + 1
-        if self.every and done % self.every == 0 and not trainer.sanity_checking:
+        if not trainer.sanity_checking and self.due(done):
             self.save(trainer, done)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -128,7 +137,7 @@ class StageCheckpoint(Checkpoint):
         try:
             trainer.save_checkpoint(tmp, weights_only=False)  # full training state (FileCheckpointIO writes it)
             if zero:
-                sha = sha256_file(tmp)
+                sha = sha256_file(tmp)  # (hashing while writing measured slower: torch writes in small chunks)
                 with reported(self.folder / name):
                     os.replace(tmp, self.folder / name)
                 atomic_write_json(self.folder / INFO, {"stage": self.stage, "file": name, "epochs_done": epochs_done,
@@ -136,6 +145,7 @@ class StageCheckpoint(Checkpoint):
                 for old in self.folder.glob("epoch*.ckpt"):
                     if old.name != name:
                         old.unlink(missing_ok=True)  # a link is unlinked, its target kept
+            self._last, self.saves = time.monotonic(), self.saves + 1
         except BaseException:
             if zero:
                 tmp.unlink(missing_ok=True)
@@ -156,12 +166,12 @@ class FileCheckpointIO(TorchCheckpointIO):
         torch_save(checkpoint, path)
 
 
-def checkpoint_for(folder: str | None, stage: str, every_n_epochs: int, max_epochs: int
+def checkpoint_for(folder: str | None, stage: str, every_n_epochs: int, max_epochs: int, interval_s: float = 0.0
                    ) -> tuple[StageCheckpoint | None, str | None]:
     """The stage's checkpoint callback (None when off) and the checkpoint to resume from (None: from scratch)."""
     if not folder or every_n_epochs <= 0:
         return None, None
-    ckpt = StageCheckpoint(folder, stage, every_n_epochs)
+    ckpt = StageCheckpoint(folder, stage, every_n_epochs, interval_s)
     resume = ckpt.resume_path()
     if resume is not None:
         done = ckpt.saved_epoch()

@@ -41,6 +41,7 @@ class Context:
     progress: bool = True
     checkpoint_dir: str | None = None  # the running stage's partial cache folder (set by the pipeline)
     checkpoint_every: int = 0          # mid-stage checkpoint every N epochs (0: off)
+    checkpoint_interval_s: float = 0.0  # ... and at most one per this many seconds
 
     @classmethod
     def from_cfg(cls, cfg: Any, split: Split, run_dir: str, device: torch.device | None = None,
@@ -94,7 +95,8 @@ def optim(train: Train, numerics: Numerics) -> Optim:
 def fit(ctx: Context, module: Any, stage: str, train: Train, numerics: Numerics, watch: tuple[str, str]
         ) -> dict[str, Any]:
     """Train `module` for the stage's budget with selection on `watch` (metric, mode); the selection summary."""
-    ckpt, resume = checkpoint_for(ctx.checkpoint_dir, stage, ctx.checkpoint_every, train.epochs)
+    ckpt, resume = checkpoint_for(ctx.checkpoint_dir, stage, ctx.checkpoint_every, train.epochs,
+                                  ctx.checkpoint_interval_s)
     patience = train.patience
     if patience is not None and getattr(getattr(module, "loss_fn", None), "scheduled", False):
         log.info("%s: early stopping is off (patience %s ignored): the loss %s changes during training, and every "
