@@ -93,3 +93,26 @@ def allow_user_code(target: Any, key: str, where: str | os.PathLike, trust_code:
                       "in with crt.load(path, trust_code=True) in Python or trust_code=true on the `python -m "
                       "crt.predict` command line; otherwise use a model or data config that names registered "
                       "components only.")
+
+
+def check_options(obj: Any, key: str, options: dict[str, Any], fixed: tuple[str, ...] = ()) -> None:
+    """The options configured for user code `obj` (built as `obj(<fixed>..., **options)`) against its signature:
+    an option it does not take is a ConfigError now, not a TypeError once earlier stages have trained."""
+    import inspect
+
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):  # no signature to read (a builtin): checked when it is called
+        return
+    params = sig.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    takes = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in fixed]
+    unknown = [k for k in options if k not in takes]
+    if unknown:
+        from crt.registry import _suggest
+
+        k = unknown[0]
+        raise ConfigError(f"{key}.{k} is not an option of {getattr(obj, '__qualname__', obj)!r} (user code; it takes "
+                          f"{', '.join(takes) or 'no options'}){_suggest(k, takes)}. Fix: remove {key}.{k} or add the "
+                          "parameter to its signature.")

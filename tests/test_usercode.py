@@ -120,3 +120,25 @@ def test_editing_a_user_refine_loss_retrains_refine_only(make_cfg, tmp_path: Pat
     st = edited["stages"]
     assert [st[s]["reused"] for s in ("pretrain", "demix", "augment", "refine")] == [True, True, True, False]
     assert st["refine"]["key"] != first["stages"]["refine"]["key"]
+
+
+def test_user_code_options_are_checked_against_its_signature_before_training(make_cfg, tmp_path: Path, usermod,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from crt.config import validate
+
+    with pytest.raises(ConfigError, match=r"method.refine_loss_kwargs.gamma is not an option of 'HalfCE'"):
+        validate(make_cfg("method=ecrt_mp", "method.refine_loss=userpkg.HalfCE", "+method.refine_loss_kwargs.gamma=2"))
+    with pytest.raises(ConfigError, match=r"data.encoder.depht is not an option of 'TinyEnc' .*did you mean 'depth'"):
+        (Path(usermod.__file__)).write_text(USER_MODULE.replace("width=5, **_", "width=5, depth=1"))
+        sys.modules.pop("userpkg", None)
+        validate(make_cfg(*TINY, "+data.encoder._target_=userpkg.TinyEnc", "+data.encoder.depht=2"))
+
+
+def test_the_datasets_own_encoder_options_stay_behind_for_a_user_encoder(make_cfg, tmp_path: Path, usermod) -> None:
+    """toy_henon's MLP encoder has `hidden`; TinyEnc takes width only: no `~data.encoder.hidden` needed."""
+    (Path(usermod.__file__)).write_text(USER_MODULE.replace("width=5, **_", "width=5"))
+    sys.modules.pop("userpkg", None)
+    from crt.config import validate
+
+    run_cfg = validate(make_cfg(*TINY, "+data.encoder._target_=userpkg.TinyEnc", "+data.encoder.width=3"))
+    assert run_cfg.stages["pretrain"].encoder.options == {"width": 3}

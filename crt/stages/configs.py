@@ -265,8 +265,9 @@ class View:
         options = self.method(options_key, stage) if options_key in self.method_values else None
         if registry is LOSSES and is_import_path(name):  # user code (crt/usercode.py): options as given
             from crt.losses.classification import user_loss
+            from crt.usercode import check_options
 
-            user_loss(name)
+            check_options(user_loss(name), f"method.{options_key}", dict(options or {}), fixed=("counts",))
             return Component(name, dict(options or {}))
         registry.entry(name, f"method.{name_key}")
         return Component(name, registry.options(name, options, f"method.{options_key}"))
@@ -312,9 +313,17 @@ def resolve_pretrain(view: View) -> PretrainConfig:
     if classes not in ("majority", "all"):
         raise ConfigError(f"method.pretrain_classes={classes!r} is not known. Fix: use majority or all.")
     enc = dict(data.get("encoder") or {})
-    name = enc.pop("name", None)
+    name = enc_name = enc.pop("name", None)
     if enc.get("_target_"):  # user code (crt/usercode.py): its options as given
+        from crt.usercode import check_options, import_object
+
         name = str(enc.pop("_target_"))
+        cls = import_object(name, "data.encoder._target_", "an encoder class (nn.Module)")
+        if default := ENCODERS.entry(enc_name).options if enc_name in ENCODERS else None:  # the dataset's own encoder's
+            # options (e.g. data=features' hidden) stay behind unless the user's encoder takes them too
+            inherited = {f.name for f in fields(default)}
+            enc = {k: v for k, v in enc.items() if k not in inherited or _takes(cls, k)}
+        check_options(cls, "data.encoder", enc, fixed=("in_dim", "out_dim"))
         encoder = Component(name, enc)
     else:
         ENCODERS.entry(name, "data.encoder.name")
@@ -330,6 +339,16 @@ def resolve_pretrain(view: View) -> PretrainConfig:
         head_hidden=_hidden(head, "model.head.hidden"), transform=transform, selection=view.selection(),
         train=view.stage("pretrain", PretrainTrain), numerics=view.numerics(),
     )
+
+
+def _takes(fn: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def _hidden(value: Any, key: str) -> tuple[int, ...]:
