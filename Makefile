@@ -47,7 +47,7 @@ lint: install ## ruff
 bench: install ## steady-state throughput + projected time per stage (ARGS="--experiment cifar100_ecrt_mp", "--size tiny")
 	$(PY) scripts/bench.py $(ARGS)
 
-gpu-check: install ## on a GPU: cifar100_ecrt_mp eager vs compiled, trainer=gpu, bf16 vs fp32, NCCL start -> docs/gpu.md (<= 8 min); no GPU: the dry run -> outputs/gpu_check.md
+gpu-check: install ## on a GPU: cifar100_ecrt_mp eager vs compiled, trainer=gpu, bf16 vs fp32, NCCL start -> docs/gpu.md (<= 8 min); no GPU: the dry run (tiny, CPU, eager) -> outputs/gpu_check.md
 	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
 		$(PY) scripts/bench.py --gpu-check --write docs/gpu.md $(ARGS); \
 	else \
