@@ -89,7 +89,8 @@ def test_run_py_without_data_says_where_and_how(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = subprocess.run(
-        [sys.executable, "run.py", "experiment=cifar100_ecrt_mp", f"paths.data_dir={empty}", "data.download=false",
+        [sys.executable, "run.py", "experiment=cifar100_ecrt_mp", "trainer=cpu", f"paths.data_dir={empty}",
+         "data.download=false",
          f"paths.output_dir={tmp_path / 'outputs'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
