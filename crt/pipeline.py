@@ -41,6 +41,15 @@ CACHE_VERSION = 3  # bump when stage outputs change meaning (2: LDAM logits scal
 PACKAGE = Path(crt.__file__).resolve().parent
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
 def pick_device(trainer_cfg: DictConfig) -> torch.device:
     acc = str(trainer_cfg.get("accelerator", "cpu"))
     if acc in ("gpu", "cuda", "auto") and torch.cuda.is_available():
@@ -162,6 +171,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
         split = build_split(cfg.data, str(cfg.paths.data_dir))
         check_split(split, cfg)
         log.info(split.summary())
+        load_rss = peak_rss_mb()  # after loading and the protocol (docs/scale.md)
         device = pick_device(cfg.trainer)
         check_fits(run_cfg, split, device)  # sizes that cannot fit are refused now, with the estimate
         ctx = Context.from_cfg(cfg, split, str(run_dir), device=device, progress=progress)
@@ -215,6 +225,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
                 stages[stage]["other_code"] = other
             if ctx.device.type == "cuda":
                 stages[stage]["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            stages[stage]["peak_rss_mb"] = peak_rss_mb()  # the process's peak so far (docs/scale.md)
         tc = split.train_counts
         if split.multilabel:
             from crt.metrics.multilabel import multilabel_metrics as evaluate
@@ -242,7 +253,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
             "stages": stages, "metrics": metrics, "per_class": per_class, "diagnostics": diagnostics,
             "data": {"counts": split.counts.tolist(), "train_counts": tc.tolist(),
                      "minority_classes": split.minority_classes, "n_train": len(split.y_train),
-                     "n_val": len(split.y_val), "n_test": len(split.y_test)},
+                     "n_val": len(split.y_val), "n_test": len(split.y_test), "stand_in": split.stand_in,
+                     "peak_rss_mb": load_rss},
             "config": OmegaConf.to_container(cfg, resolve=True),
         }
         if ranks.is_zero:

@@ -10,3 +10,12 @@ prepare-data: ## download MNIST, CIFAR-10/100, Tiny ImageNet; print how to get i
 
 extract-features: ## ResNet-18 / Inception-V3 / SciBERT features for tinyimagenet, inat2019, arxiv (FEATURES=...)
 	@for d in $(FEATURES); do $(PY) scripts/extract_features.py $$d --data-dir $(DATA_DIR) || exit 1; done
+
+SCALE_DATA_DIR ?= outputs/scale-data
+.PHONY: scale-data scale-probe
+
+scale-data: install ## full-size STAND-INS (random content, marked) of cifar100, tinyimagenet, inat2019, arxiv in $(SCALE_DATA_DIR) (~3 GB, ~1 min)
+	$(PY) scripts/make_scale_data.py --data-dir $(SCALE_DATA_DIR)
+
+scale-probe: install ## Table 1 (ECRT-MP) end to end on the stand-ins, cut budget, CPU: time, steps, peak RSS -> outputs/scale-probe.md
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) scripts/scale_probe.py --data-dir $(SCALE_DATA_DIR) --write outputs/scale-probe.md $(ARGS)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from crt.data import arxiv, cifar, features, inat, mnist, synthetic, tinyimagenet, toy, transforms  # noqa: F401
-from crt.data.base import LOADERS, RawData, Split, get_loader, register
+from crt.data.base import LOADERS, RawData, Split, get_loader, register, stand_in_warning
 from crt.data.imbalance import (
     check_classes,
     majority_mask,
@@ -76,16 +76,15 @@ def apply_protocol(raw: RawData, cfg: Mapping[str, Any], name: str = "") -> Spli
     tr, va = stratified_holdout(labels_for_split, float(cfg.get("val_fraction", 0.2)), seed)
     mask = majority_mask(protocol, counts, minority, cfg.get("majority_min_count"))
     shots = cfg.get("shot_thresholds") or [100, 20]
-    x, y = raw.x_train[idx], raw.y_train[idx]
+    tr, va = idx[tr], idx[va]  # rows of raw: the data are copied once, straight into the two parts
     sources = None
     if raw.sources_train is not None:  # synthetic data: keep the true sources so runs can score demix
-        s = raw.sources_train[idx]
-        sources = {"train": s[tr], "val": s[va], "test": raw.sources_test}
+        sources = {"train": raw.sources_train[tr], "val": raw.sources_train[va], "test": raw.sources_test}
     return Split(
-        x_train=x[tr], y_train=y[tr], x_val=x[va], y_val=y[va], x_test=raw.x_test, y_test=raw.y_test,
-        num_classes=raw.num_classes, counts=counts, majority=mask, name=name,
+        x_train=raw.x_train[tr], y_train=raw.y_train[tr], x_val=raw.x_train[va], y_val=raw.y_train[va],
+        x_test=raw.x_test, y_test=raw.y_test, num_classes=raw.num_classes, counts=counts, majority=mask, name=name,
         groups=shot_groups(counts, int(shots[0]), int(shots[1])), class_names=raw.class_names,
-        multilabel=raw.multilabel, sources=sources,
+        multilabel=raw.multilabel, sources=sources, stand_in=raw.stand_in,
     )
 
 
@@ -97,5 +96,9 @@ def build_split(cfg: Mapping[str, Any], data_dir: str | None = None) -> Split:
     if data_dir is not None and takes(loader, "data_dir"):
         kwargs["data_dir"] = data_dir
     raw = loader(**kwargs)
+    if raw.stand_in:
+        import logging
+
+        logging.getLogger(__name__).warning(stand_in_warning(str(name), raw.stand_in))
     check_raw(raw, str(name))  # finite features, labels 0..C-1, no empty class (crt/data/validate.py)
     return apply_protocol(raw, cfg, name=str(name))

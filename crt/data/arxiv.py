@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crt.data.base import RawData, register
+from crt.data.base import STAND_IN_KEY, RawData, register
 from crt.data.imbalance import stratified_holdout
 from crt.errors import ConfigError, DataNotFoundError
 
@@ -104,10 +104,13 @@ def load_arxiv(data_dir: str = "data", features_model: str = "scibert", num_cate
         with np.load(path, allow_pickle=False) as f:
             x = torch.from_numpy(np.ascontiguousarray(f["X"], dtype=np.float32))
             cats = [str(c) for c in f["categories"].tolist()]
+            stand_in = str(f[STAND_IN_KEY]) if STAND_IN_KEY in f.files else None
     except (KeyError, OSError, ValueError, zipfile.BadZipFile) as err:
         raise DataNotFoundError(
             f"{path} could not be read as arXiv features ({type(err).__name__}: {err}); it needs arrays X and "
             f"categories. Fix: delete it and rerun `python scripts/extract_features.py arxiv --model "
             f"{features_model} --data-dir {root.parent}`."
         ) from None
-    return build_arxiv(x, cats, num_categories, categories_file, test_fraction, data_seed)
+    raw = build_arxiv(x, cats, num_categories, categories_file, test_fraction, data_seed)
+    raw.stand_in = stand_in
+    return raw

@@ -23,6 +23,7 @@ class RawData:
     multilabel: bool = False
     sources_train: torch.Tensor | None = None  # true sources of synthetic data, row-aligned with x_train
     sources_test: torch.Tensor | None = None
+    stand_in: str | None = None  # set when the files are scripts/make_scale_data.py's random stand-ins (STAND_IN_KEY)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Split:
     class_names: list[str] | None = None
     multilabel: bool = False
     sources: dict[str, torch.Tensor] | None = None  # true sources per part (train/val/test) when known
+    stand_in: str | None = None  # RawData.stand_in: the data are random stand-ins, not the dataset
 
     @property
     def train_counts(self) -> torch.Tensor:
@@ -72,6 +74,18 @@ class Split:
             f"{int(tc.max())}), held-out {len(self.y_val)}, test {len(self.y_test)}, "
             f"minority classes {self.minority_classes[:10]}{' ...' if len(self.minority_classes) > 10 else ''}"
         )
+
+
+STAND_IN_KEY = "crt_stand_in"
+"""The marker scripts/make_scale_data.py writes into every stand-in file (an .npz array, a key of a CIFAR
+pickle's dict): its value says what the file is. Loaders copy it to RawData.stand_in; a run on such data
+warns at load, records `data.stand_in` in results.json, and tables label its cells."""
+
+
+def stand_in_warning(name: str, note: str) -> str:
+    return (f"{name}: STAND-IN DATA, not the real dataset ({note}). Runs on it measure time and memory at "
+            "the real size; their metrics say nothing about the method. Point paths.data_dir at the real data "
+            "for results.")
 
 
 Loader = Callable[..., RawData]

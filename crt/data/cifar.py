@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crt.data.base import RawData, register
+from crt.data.base import STAND_IN_KEY, RawData, register
 from crt.errors import DataNotFoundError
 
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
@@ -60,11 +60,14 @@ def _unpickle(path: Path) -> dict[bytes, Any]:
     return out
 
 
-def _read_batches(folder: Path, files: Sequence[str], label_key: bytes, num_classes: int
+def _read_batches(folder: Path, files: Sequence[str], label_key: bytes, num_classes: int, notes: list[str] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for name in files:
         d = _unpickle(folder / name)
+        note = d.get(STAND_IN_KEY.encode())
+        if note is not None and notes is not None:
+            notes.append(note.decode(errors="replace") if isinstance(note, bytes) else str(note))
         data, labels = d.get(b"data"), d.get(label_key)
         if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
             raise ValueError(f"{name}: b'data' is not an N x 3072 uint8 array")
@@ -80,8 +83,9 @@ def read_cifar(root: Path, which: str) -> RawData:
     """Read the pickles of `which` (cifar10 | cifar100) under `root` into uint8 image tensors."""
     folder = root / FOLDERS[which]
     k = NUM_CLASSES[which]
-    x_tr, y_tr = _read_batches(folder, TRAIN_FILES[which], LABEL_KEY[which], k)
-    x_te, y_te = _read_batches(folder, TEST_FILES[which], LABEL_KEY[which], k)
+    notes: list[str] = []  # stand-in markers (scripts/make_scale_data.py)
+    x_tr, y_tr = _read_batches(folder, TRAIN_FILES[which], LABEL_KEY[which], k, notes)
+    x_te, y_te = _read_batches(folder, TEST_FILES[which], LABEL_KEY[which], k, notes)
     names = None
     meta_file, meta_key = META[which]
     if (folder / meta_file).exists():
@@ -89,7 +93,8 @@ def read_cifar(root: Path, which: str) -> RawData:
         if not (isinstance(raw_names, list) and len(raw_names) == k and all(isinstance(n, (bytes, str)) for n in raw_names)):
             raise ValueError(f"{meta_file}: {meta_key!r} is not a list of {k} class names")
         names = [n.decode() if isinstance(n, bytes) else n for n in raw_names]
-    return RawData(x_tr, y_tr, x_te, y_te, num_classes=NUM_CLASSES[which], class_names=names)
+    return RawData(x_tr, y_tr, x_te, y_te, num_classes=NUM_CLASSES[which], class_names=names,
+                   stand_in=notes[0] if notes else None)
 
 
 def _present(root: Path, which: str) -> bool:

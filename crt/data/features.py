@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crt.data.base import RawData, register
+from crt.data.base import STAND_IN_KEY, RawData, register
 from crt.data.imbalance import stratified_holdout
 from crt.errors import ConfigError, DataNotFoundError
 
@@ -99,7 +99,16 @@ def read_features(path: Path, test_fraction: float = 0.2, data_seed: int = 0,
     if len(te) == 0 or len(tr) == 0:
         raise ConfigError(f"{path}: the train/test split leaves {len(tr)} training and {len(te)} test rows. "
                           "Fix: mark some rows as test in `split`, or drop `split` to hold out data.test_fraction.")
-    return RawData(x[tr], y[tr], x[te], y[te], num_classes=m, class_names=names)
+    stand_in = str(arrays[STAND_IN_KEY]) if STAND_IN_KEY in arrays else None
+    del arrays
+    n = len(tr)
+    if bool((tr == torch.arange(n)).all()) and bool((te == torch.arange(n, len(y))).all()):
+        # training rows first (extract_features' order): the training part is a view (no copy of X; the
+        # protocol copies what it keeps), the evaluation part a copy of its own, so X is freed with RawData
+        x_tr, x_te = x[:n], x[n:].clone()
+    else:
+        x_tr, x_te = x[tr], x[te]
+    return RawData(x_tr, y[tr], x_te, y[te], num_classes=m, class_names=names, stand_in=stand_in)
 
 
 @register("features")

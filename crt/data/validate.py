@@ -24,7 +24,9 @@ def _classes(ids: list[int], limit: int = 8) -> str:
 def _finite(x: torch.Tensor, what: str, name: str) -> None:
     if not torch.is_floating_point(x) or len(x) == 0:
         return  # integer images (uint8) cannot hold NaN or inf
-    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
+    flat = x.reshape(len(x), -1)
+    rows = max(1, 2**24 // max(1, flat.shape[1]))  # blocks of ~16M values: isfinite's temporaries stay small
+    bad = torch.cat([~torch.isfinite(block).all(1) for block in flat.split(rows)])
     if bad.any():
         rows = torch.nonzero(bad).flatten().tolist()
         raise ConfigError(f"{name}: {len(rows)} {what} rows hold NaN or inf (first rows {rows[:5]}). Training on them "

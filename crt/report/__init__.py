@@ -3,7 +3,8 @@
 `crt.report.tables` finds and selects run folders (`find_runs`), aggregates seeds beside the published
 numbers and writes Markdown, LaTeX and CSV; `crt.report.figures` draws the figures with matplotlib (Agg);
 `crt.report.longtail` builds the long-tail tables and `crt.report.summary` the summary of a sweep folder.
-The CLIs are `crt report table` (crt/report/build.py; `scripts/make_tables.py` in a checkout) and `scripts/make_figures.py`; `make table1 table-s1 table-s7 figures`
+The CLIs are `crt report table` (crt/report/build.py; `scripts/make_tables.py` in a checkout) and
+`scripts/make_figures.py`; `make table1 table-s1 table-s7 figures`
 run the experiments first.
 """
 

@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("table", choices=[*TABLES, "all"])
     p.add_argument("--run", action="store_true", help="launch the table's runs first (finished ones are skipped)")
     p.add_argument("--dry-run", action="store_true", help="with --run: print the crt run commands only")
-    p.add_argument("--profile", default="full", choices=["full", "smoke"], help="table1, table-lt: full or smoke")
+    p.add_argument("--profile", default="full", choices=["full", "smoke", "scale"],
+                   help="table1, table-lt: full or smoke; table1 also scale (scripts/scale_probe.py's runs)")
     p.add_argument("--datasets", default=None, help="table1: datasets (default: all five)")
     p.add_argument("--methods", default=None, help="methods (default: the table's)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")

@@ -34,7 +34,8 @@ PAPER_LT_CSV = Path(__file__).with_name("paper_results_lt.csv")
 REPO = Path(__file__).resolve().parents[2]
 
 # Overrides that do not change what a run computes (or only where it runs): a cell ignores them.
-IGNORED = ("seed", "progress", "skip_completed", "logger", "paths.", "trainer", "cache", "hydra.", "hydra/")
+IGNORED = ("seed", "progress", "skip_completed", "checkpoint_every", "checkpoint_interval_s", "logger", "paths.", "trainer",
+           "cache", "hydra.", "hydra/")
 # Table 1 datasets (experiment files `<dataset>_<method>.yaml`) and the paper's name for each.
 T1_DATASETS = ("cifar100", "cifar100_r001", "tinyimagenet", "inat2019", "arxiv")
 T1_METHODS = ("erm", "iw", "focal", "ldam", "ldam_drw", "vat", "gan", "smote", "crt", "ecrt_1p", "ecrt_mp")
@@ -264,6 +265,8 @@ def aggregate(spec: TableSpec, runs: Sequence[Run], paper: pd.DataFrame | None =
                     values[m].append(float(v) * (100.0 if m in spec.percent else 1.0))
         if errors:
             log.warning("could not read %d run(s) of %s/%s: %s", len(errors), cell.dataset, cell.method, errors[0])
+        stand_in = any(((r.results or {}).get("data") or {}).get("stand_in") for r in chosen)
+        label = (cell.label or cell.dataset) + (" [STAND-IN data: not a result]" if stand_in else "")
         if chosen and not errors:
             why = ""
         elif chosen:
@@ -280,7 +283,7 @@ def aggregate(spec: TableSpec, runs: Sequence[Run], paper: pd.DataFrame | None =
             pv = paper_value(paper, spec.paper_tables, cell.paper_dataset, cell.setting,
                              cell.paper_methods or (cell.method,), PAPER_METRIC.get(m, (m,)))
             rows.append({
-                "table": spec.name, "dataset": cell.dataset, "label": cell.label or cell.dataset,
+                "table": spec.name, "dataset": cell.dataset, "label": label,
                 "setting": cell.setting, "method": cell.method, "metric": m, "n_seeds": n,
                 "seeds": ",".join(str(r.seed) for r in chosen), "mean": mean, "std": std if n else math.nan,
                 "paper": math.nan if pv is None else pv,
@@ -367,9 +370,9 @@ def write_table(df: pd.DataFrame, spec: TableSpec, out_dir: str | Path) -> list[
 
 # ------------------------------------------------------------------------------------- table specs
 def configs_dir() -> Path:
-    from crt.cli import CONFIGS  # the packaged configs (the checkout's configs/)
-
-    return CONFIGS
+    """The packaged configs, crt/configs (the checkout's configs/): crt.cli.CONFIGS, not imported from there
+    because crt.cli dispatches to crt.report."""
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def has_config(group: str, name: str, root: Path | None = None) -> bool:
@@ -390,9 +393,10 @@ def table1_spec(datasets: Sequence[str] = T1_DATASETS, methods: Sequence[str] = 
     full: the cell of (dataset, method) is `experiment=<dataset>_<method>`; smoke: every dataset row is
     filled from `experiment=smoke_table1 method=<method>` (toy Hénon, tiny sizes), labelled as such.
     """
-    if profile not in ("full", "smoke"):
-        raise ConfigError(f"PROFILE={profile!r} is unknown. Fix: use PROFILE=full (the paper's experiments) "
-                          "or PROFILE=smoke (toy data standing in for every dataset, a minute on a CPU).")
+    if profile not in ("full", "smoke", "scale"):
+        raise ConfigError(f"PROFILE={profile!r} is unknown. Fix: use PROFILE=full (the paper's experiments), "
+                          "PROFILE=smoke (toy data standing in for every dataset, a minute on a CPU) or PROFILE=scale "
+                          "(the runs of scripts/scale_probe.py: full-size data, a cut budget).")
     cells = []
     for d in datasets:
         rows = [(m, "", {}) for m in methods]
@@ -404,9 +408,9 @@ def table1_spec(datasets: Sequence[str] = T1_DATASETS, methods: Sequence[str] = 
                 status = "" if has_config("method", m, root) else "n/a: method config absent"
                 label = f"{d} [smoke: toy_henon]"
             else:
-                match = {"experiment": f"{d}_{m}", **extra}
+                match = {"experiment": f"{d}_{m}", **extra, **({"debug": "scale"} if profile == "scale" else {})}
                 status = "" if has_config("experiment", f"{d}_{m}", root) else "n/a: no experiment file"
-                label = d
+                label = d + (" [scale probe: cut budget]" if profile == "scale" else "")
             pm = PAPER_METHOD.get(m, (m,))
             if setting == "pretrain_all_classes":
                 pm = ("ecrt",)
@@ -420,8 +424,12 @@ def table1_spec(datasets: Sequence[str] = T1_DATASETS, methods: Sequence[str] = 
         notes.insert(0, "SMOKE RUN (PROFILE=smoke): the toy Hénon data at tiny sizes (debug=tiny) stands in for "
                         "every dataset, so every dataset row shows the same runs; only the paper columns are real. "
                         "Not a reproduction: run `make table1` (PROFILE=full) for that.")
-    return TableSpec("table1" if profile == "full" else "table1_smoke",
-                     "ECRT Table 1: imbalanced benchmarks" + (" (SMOKE)" if profile == "smoke" else ""),
+    if profile == "scale":
+        notes.insert(0, "SCALE PROBE (PROFILE=scale): each cell is `experiment=<dataset>_<method> debug=scale`, the "
+                        "real data size with every trained stage cut to 2 epochs of 3 batches (scripts/scale_probe.py). "
+                        "It shows the pipeline and this table work at that size; its numbers are not results.")
+    return TableSpec({"full": "table1", "smoke": "table1_smoke", "scale": "table1_scale"}[profile],
+                     "ECRT Table 1: imbalanced benchmarks" + {"full": "", "smoke": " (SMOKE)", "scale": " (SCALE PROBE)"}[profile],
                      cells, ("top1", "top5", "nll", "macro_f1"), ("T1", "F1", "ABL"),
                      percent=("top1", "top5"), decimals={"top1": 2, "top5": 2, "nll": 2, "macro_f1": 3},
                      notes=notes)
@@ -648,6 +656,8 @@ def run_table1(datasets: Sequence[str], methods: Sequence[str], seeds: str, prof
     Returns ({dataset: why it did not run}, number of multiruns that failed).
     """
     common = [f"seed={seeds}", f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}", *extra]
+    if profile == "scale":  # the probe's cut budget on the CPU (trainer is not part of a cell's match)
+        common = ["debug=scale", "trainer=cpu", *common]
     status: dict[str, str] = {}
     failed = 0
     if profile == "smoke":
