@@ -67,11 +67,14 @@ def _job(cfg: object) -> float | None:
     """One Hydra job: crt.pipeline.run, its errors as one paragraph (exit 2), interruptions as 130/143."""
     from hydra.core.hydra_config import HydraConfig
 
+    from crt.config import validate
     from crt.errors import ConfigError
     from crt.interrupt import Interrupted
-    from crt.pipeline import format_results, run
 
     try:
+        validate(cfg)  # a config mistake is reported before crt.pipeline imports Lightning (seconds)
+        from crt.pipeline import format_results, run
+
         results = run(cfg, run_dir=HydraConfig.get().runtime.output_dir)  # type: ignore[arg-type]
     except ConfigError as err:
         if not _in_process_multirun():

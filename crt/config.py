@@ -246,10 +246,6 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
                           "cache.allow_other_code=true|false.")
     cache = build(CacheConfig, _container(cache_cfg, "cache"), "cache")
     data = resolve_data(plain["data"])
-    from crt.stages.training import progress_mode, trainer_options  # noqa: I001
-
-    progress_mode(cfg.get("progress", True))  # the trainer options and progress mode fail here, not at stage 1
-    trainer_options(plain["trainer"])
     stages = _stages(plain["method"].get("stages"))
     view = View(plain, stages)
     configs = {s: STAGES.get(s).resolve(view) for s in stages}
@@ -265,8 +261,12 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
         raise ConfigError(f"method.{k} is not read by any stage of method {name!r} (stages: {', '.join(stages)})"
                           f"{_suggest(k, sorted(view.read))}. Fix: remove it (or correct its spelling); the keys "
                           f"this method reads are {', '.join(sorted(view.read))}.")
-    from crt.stages.training import training_key
+    # The trainer options and progress mode fail here, not at stage 1. They need Lightning (a second or more to
+    # import), so they come after every check that needs only the registries: a misspelt name fails fast.
+    from crt.stages.training import progress_mode, trainer_options, training_key
 
+    progress_mode(cfg.get("progress", True))
+    trainer_options(plain["trainer"])
     return RunConfig(seed=seed, data=data, stages=configs, cache=cache, training=training_key(cfg))
 
 

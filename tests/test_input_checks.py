@@ -62,10 +62,10 @@ def test_a_gpu_experiment_still_validates_on_a_cpu_machine(make_cfg, monkeypatch
 ])
 def test_sizes_that_cannot_fit_are_refused_before_training(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            override: str, stage: str, fix: str) -> None:
-    import crt.stages
+    import crt.stages.modules
 
     trained: list[str] = []
-    monkeypatch.setattr(crt.stages.ClassifierModule, "training_step", lambda *a: trained.append("step"))
+    monkeypatch.setattr(crt.stages.modules.ClassifierModule, "training_step", lambda *a: trained.append("step"))
     monkeypatch.setattr("crt.sizes.available_bytes", lambda device: 16 * 2**30)  # a 16 GiB machine
     with pytest.raises(ConfigError) as err:
         run(make_cfg("debug=tiny", override), run_dir=tmp_path / "run")

@@ -20,6 +20,7 @@ from crt.data import Split
 from crt.models import build_encoder, build_maf, calibrate_batchnorm
 from crt.models.mlp import build_predictor
 from crt.registry import SAMPLERS, STAGES, WEIGHTINGS, as_dict
+from crt.stages import optim as _optim  # noqa: F401  (register the optimizers)
 from crt.stages import sampling  # noqa: F401  (register samplers and weightings)
 from crt.stages.common import (
     Context,
@@ -33,8 +34,6 @@ from crt.stages.common import (
     optim,
 )
 from crt.stages.configs import RESOLVERS, AugmentConfig, DemixConfig, PretrainConfig, RefineConfig
-from crt.stages.decoupled import run_decoupled
-from crt.stages.modules import ClassifierData, ClassifierModule, DemixData, DemixModule, DemixObjective
 from crt.usercode import is_import_path
 
 
@@ -59,6 +58,8 @@ class FeatureClassifier(nn.Module):
 
 def run_pretrain(ctx: Context, cfg: PretrainConfig, prev: dict[str, Outputs]) -> Outputs:
     """Stage 1: encoder + feature predictor by the method's classification loss (majority classes by default)."""
+    from crt.stages.modules import ClassifierData, ClassifierModule  # Lightning: imported when a stage trains
+
     sp, tr = ctx.split, cfg.train
     keep_tr = class_mask(sp, sp.y_train, cfg.classes)
     keep_va = class_mask(sp, sp.y_val, cfg.classes)
@@ -90,6 +91,8 @@ def run_pretrain(ctx: Context, cfg: PretrainConfig, prev: dict[str, Outputs]) ->
 
 def run_demix(ctx: Context, cfg: DemixConfig, prev: dict[str, Outputs]) -> Outputs:
     """Stage 2: the flow z -> s trained by GCL or FDV plus rho times the flow likelihood (majority by default)."""
+    from crt.stages.modules import DemixData, DemixModule, DemixObjective
+
     sp, tr, pre = ctx.split, cfg.train, prev["pretrain"]
     d = cfg.feature_dim
     keep_tr = class_mask(sp, sp.y_train, tr.classes)
@@ -138,7 +141,10 @@ def run_augment(ctx: Context, cfg: AugmentConfig, prev: dict[str, Outputs]) -> O
 def run_refine(ctx: Context, cfg: RefineConfig, prev: dict[str, Outputs]) -> Outputs:
     """Stage 4: a new predictor on sources (or features), real samples plus the augmented minority."""
     if cfg.decoupled is not None:  # cRT / LWS / tau-norm / post-hoc adjustment on the stage-1 features
+        from crt.stages.decoupled import run_decoupled
+
         return run_decoupled(ctx, cfg, prev)
+    from crt.stages.modules import ClassifierData, ClassifierModule
     sp, tr = ctx.split, cfg.train
     key, src = _space(cfg.space, prev)
     x, y = src[f"{key}_train"], sp.y_train

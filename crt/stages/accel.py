@@ -28,29 +28,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torchmetrics import MeanMetric
 
-from crt.errors import ConfigError
+from crt.stages.configs import COMPILE_MODES, compile_mode  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def running_mean() -> MeanMetric:
     """An epoch mean accumulated on the device without a host sync per update (see the module docstring)."""
     return MeanMetric(nan_strategy="disable")
-
-
-def compile_mode(value: Any) -> str | None:
-    """`trainer.compile` as a torch.compile mode: false/null -> None (eager), true -> 'default'."""
-    if value is None or value is False or str(value).lower() in ("false", "none", "off", "eager"):
-        return None
-    if value is True or str(value).lower() == "true":
-        return "default"
-    if str(value) in COMPILE_MODES:
-        return str(value)
-    raise ConfigError(f"trainer.compile={value!r} is unknown. Fix: use false (eager), true (= default) or one of "
-                      f"{', '.join(COMPILE_MODES)} (reduce-overhead adds CUDA graphs).")
 
 
 def static_batches(batches: Any) -> bool:

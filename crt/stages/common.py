@@ -13,11 +13,10 @@ import torch
 from crt.data.base import Split
 from crt.losses import ClassLoss, build_loss
 from crt.registry import as_dict
-from crt.stages.accel import EpochTimer
-from crt.stages.checkpoint import checkpoint_for
 from crt.stages.configs import Component, Numerics, Train
-from crt.stages.modules import Optim
-from crt.stages.training import make_trainer
+
+# Lightning and torchmetrics (crt.stages.accel / checkpoint / modules / training) are imported where a stage
+# trains, not here: validating a config (crt.config) imports this module and must stay as light as torch.
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,9 @@ def build_stage_loss(split: Split, loss: Component, counts: torch.Tensor) -> Cla
     return build_loss(loss_name(split, loss.name), counts, **as_dict(loss.options))
 
 
-def optim(train: Train, numerics: Numerics) -> Optim:
+def optim(train: Train, numerics: Numerics) -> Any:
+    from crt.stages.modules import Optim
+
     return Optim(name=train.optimizer, lr=train.scaled_lr, weight_decay=train.weight_decay,
                  batch_size=train.batch_size, fused=numerics.fused, nesterov=train.nesterov,
                  lr_schedule=train.lr_schedule)
@@ -95,6 +96,10 @@ def optim(train: Train, numerics: Numerics) -> Optim:
 def fit(ctx: Context, module: Any, stage: str, train: Train, numerics: Numerics, watch: tuple[str, str]
         ) -> dict[str, Any]:
     """Train `module` for the stage's budget with selection on `watch` (metric, mode); the selection summary."""
+    from crt.stages.accel import EpochTimer
+    from crt.stages.checkpoint import checkpoint_for
+    from crt.stages.training import make_trainer
+
     ckpt, resume = checkpoint_for(ctx.checkpoint_dir, stage, ctx.checkpoint_every, train.epochs,
                                   ctx.checkpoint_interval_s)
     patience = train.patience

@@ -19,6 +19,21 @@ from crt.registry import AUGMENTERS, ENCODERS, LOSSES, OPTIMIZERS, SAMPLERS, TRA
 from crt.stages.schedule import LRSchedule
 from crt.usercode import is_import_path
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: Any) -> str | None:
+    """`trainer.compile` as a torch.compile mode: false/null -> None (eager), true -> 'default'."""
+    if value is None or value is False or str(value).lower() in ("false", "none", "off", "eager"):
+        return None
+    if value is True or str(value).lower() == "true":
+        return "default"
+    if str(value) in COMPILE_MODES:
+        return str(value)
+    raise ConfigError(f"trainer.compile={value!r} is unknown. Fix: use false (eager), true (= default) or one of "
+                      f"{', '.join(COMPILE_MODES)} (reduce-overhead adds CUDA graphs).")
+
+
 STAGE_ORDER = ("pretrain", "demix", "augment", "refine")
 KINDS = ("crt", "lws", "tau_norm", "posthoc")  # decoupled refine variants (crt/stages/decoupled.py)
 DEFAULT_TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0.0, 0.1, ..., 2.0
@@ -252,8 +267,6 @@ class View:
         return str(metric)
 
     def numerics(self) -> Numerics:
-        from crt.stages.accel import compile_mode
-
         tr = self.cfg.get("trainer") or {}
         fused = tr.get("fused", False)
         if not isinstance(fused, bool):

@@ -15,9 +15,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from crt.losses import ClassLoss, fdv_loss, gcl_loss
 from crt.losses.contrastive import fdv_scores
 from crt.models import BatchedCritic, ClassPrior
-from crt.registry import OPTIMIZERS
 from crt.stages.accel import Compiled, compile_mode, running_mean, static_batches
 from crt.stages.configs import CriticSpec
+from crt.stages.optim import make_optimizer
 from crt.stages.schedule import LRSchedule
 from crt.stages.training import TensorBatches
 
@@ -181,33 +181,6 @@ class ClassifierModule(pl.LightningModule):
         opt = make_optimizer(self.optimizer_name, [p for p in self.parameters() if p.requires_grad], self.lr,
                              self.weight_decay, self.fused, self.nesterov)
         return opt if self.lr_schedule is None else {"optimizer": opt, "lr_scheduler": self.lr_schedule.scheduler(opt)}
-
-
-def _fused(fused: bool) -> dict[str, bool]:
-    return {"fused": True} if fused and torch.cuda.is_available() else {}
-
-
-@OPTIMIZERS.register("adam")
-def adam(params: Any, lr: float, weight_decay: float, fused: bool = False, nesterov: bool = True) -> torch.optim.Optimizer:
-    """Adam (`nesterov` does not apply)."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **_fused(fused))
-
-
-@OPTIMIZERS.register("adamw")
-def adamw(params: Any, lr: float, weight_decay: float, fused: bool = False, nesterov: bool = True) -> torch.optim.Optimizer:
-    """AdamW (`nesterov` does not apply)."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **_fused(fused))
-
-
-@OPTIMIZERS.register("sgd")
-def sgd(params: Any, lr: float, weight_decay: float, fused: bool = False, nesterov: bool = True) -> torch.optim.Optimizer:
-    """SGD with momentum 0.9, Nesterov unless `stage.<stage>.nesterov=false`."""
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=0.9, nesterov=nesterov, **_fused(fused))
-
-
-def make_optimizer(name: str, params: Any, lr: float, weight_decay: float, fused: bool = False,
-                   nesterov: bool = True) -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(name, "stage.<stage>.optimizer")(params, lr, weight_decay, fused, nesterov)
 
 
 class DemixModule(pl.LightningModule):
