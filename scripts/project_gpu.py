@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 # full-size stand-ins, results.json data.n_train) and input sizes; the refine stage adds the augmented minority.
 SHAPES = {
     "cifar100": {"n_train": 22000, "in": (3, 32, 32), "classes": 100},
-    "cifar100_r001": {"n_train": 10847, "in": (3, 32, 32), "classes": 100},
+    "cifar100_r001": {"n_train": 20200, "in": (3, 32, 32), "classes": 100},
     "tinyimagenet": {"n_train": 39600, "in": (512,), "classes": 200},
     "inat2019": {"n_train": 212175, "in": (2048,), "classes": 1010},
     "arxiv": {"n_train": 102394, "in": (768,), "classes": 152},
