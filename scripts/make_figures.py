@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from crt.errors import ConfigError
-from crt.report.figures import make_all
+from crt.report.figures import NO_RUNS, make_all
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: {err}\n", file=sys.stderr)
         return 2
     print(f"{len(done)} figure(s) in {Path(args.output_dir) / 'figures'}")
-    if not done:
-        print("\nerror: no figure drawn. Runs launched with extra overrides (e.g. RUN_ARGS=debug=tiny) are not the "
+    if not set(done) - set(NO_RUNS):
+        print("\nerror: no figure drawn from runs. Runs launched with extra overrides (e.g. RUN_ARGS=debug=tiny) are not the "
               "figure runs; draw from them with --smoke KEY=VALUE ... (make figures PROFILE=smoke runs and draws the "
               "debug=tiny set), or run the figure runs without extra overrides (make figures).\n", file=sys.stderr)
         return 1
