@@ -106,7 +106,8 @@ def legend_below(fig: plt.Figure, axes: Sequence[plt.Axes], ncol: int = 3, **kw:
 
 SMOKE_MARK = ""  # set by make_all(smoke=...): stamped on every figure drawn from smoke-sized runs
 CAPTURE: dict[str, plt.Figure] | None = None  # a dict: save() records every figure in it (tests read the axes)
-DPI = 150  # PNG resolution; make_all(dpi=100) for the gallery's committed images
+DPI = 150  # PNG resolution; make_all(dpi=100, formats=("png",)) for the gallery's committed images
+FORMATS: tuple[str, ...] = ("png", "pdf")
 
 
 def stamp_smoke(fig: plt.Figure, mark: str) -> plt.Text:
@@ -127,7 +128,7 @@ def save(fig: plt.Figure, out_dir: str | Path, name: str) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for ext in ("png", "pdf"):
+    for ext in FORMATS:
         final = out_dir / f"{name}.{ext}"
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=f".{ext}")
         os.close(fd)
@@ -500,9 +501,8 @@ def efficiency(df: pd.DataFrame, out_dir: Path, metric: str = "test/minority_acc
         ax.set_ylabel("effective sample size n_eff / n")
         ax.set_title(f"N = {n_major}: effective minority sample size")
         ax.grid(alpha=0.3, which="both")
-    for ax in axes[1]:
-        ax.set_xlabel("minority samples n (train + held-out)")
     for ax in axes.flat:
+        ax.set_xlabel("minority samples n (train + held-out)")
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(grid_n))
         ax.xaxis.set_minor_locator(NullLocator())
@@ -598,18 +598,21 @@ def _by_seed0(runs: Sequence[Run]) -> Run | None:
 
 def make_all(output_dir: str | Path = "outputs", experiment: str | None = None,
              only: Sequence[str] | None = None, smoke: Mapping[str, str] | None = None,
-             dpi: int | None = None, fig_dir: str | Path | None = None) -> dict[str, list[Path]]:
+             dpi: int | None = None, fig_dir: str | Path | None = None,
+             formats: Sequence[str] | None = None) -> dict[str, list[Path]]:
     """Every figure whose runs exist under `<output_dir>/runs`; written to `<output_dir>/figures`.
 
     The toy figures read the runs of `make figure-runs` (the default job, ECRT-MP on the Hénon toy, with
     `sweep=lam`, `sweep=rho` and `method.refine_space=feature,source`); `experiment` names an experiment
     those runs were launched with instead.
     """
-    global SMOKE_MARK, DPI
+    global SMOKE_MARK, DPI, FORMATS
     out = Path(output_dir)
     runs_root, fig_dir = out / "runs", Path(fig_dir) if fig_dir else out / "figures"
     if dpi:
         DPI = int(dpi)
+    if formats:
+        FORMATS = tuple(formats)
     runs = find_runs(runs_root)
     sm = {k: str(v) for k, v in (smoke or {}).items()}  # smoke: the runs carry these extra overrides
     SMOKE_MARK = f"SMOKE RUN ({', '.join(f'{k}={v}' for k, v in sm.items())}): not the paper's sizes" if sm else ""
