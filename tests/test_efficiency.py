@@ -45,7 +45,10 @@ def test_effective_sizes_per_replicate_and_on_the_mean_curves() -> None:
     over = ess[ess.variant == "ecrt_mp_oversample"].set_index("n")
     assert over.loc[10, "ratio"] == pytest.approx(1.0) and over.loc[5, "flag"] == "<"
     md = E.ess_markdown(ess, _df())
-    assert md.count(">4×") == len(ess) and "ECRT-MP (nonparametric augmentation)" in md
+    assert md.count("| >4× |") == 4  # one row per (N, n)
+    assert "| 100 | 5 | 0.467 ± 0.115 | 0.200 ± 0.000 | 0.200 ± 0.000 | 2.5× (2×, 2×, 4×) | ≤1× (≤1×, ≤1×, ≤1×) |" in md
+    d = E.paired_difference(_df(), "ecrt_mp", "ecrt_mp_noaug").loc[(100, 5)]
+    assert d["mean"] == pytest.approx(0.2667, abs=1e-4) and d["ahead"] == 3 and d["k"] == 3
 
 
 def test_nested_minority_keeps_the_majority_and_nests_the_minority() -> None:

@@ -299,22 +299,49 @@ def effective_sizes(df: pd.DataFrame, metric: str = "test/minority_acc", baselin
 
 
 def _fmt_ratio(r: float, flag: str) -> str:
-    return f"{flag}{r:.2g}×" if flag != "<" else f"≤{r:.2g}×"
+    return f"≤{r:.2g}×" if flag == "<" else f"{flag}{r:.2g}×"
+
+
+def paired_difference(df: pd.DataFrame, a: str, b: str, metric: str = "test/minority_acc") -> pd.DataFrame:
+    """Per (N, n): mean and std over replicates of metric(a) − metric(b), paired by replicate (the two share
+    pretrain and demix), and how many replicates a is ahead in."""
+    x = df[df.variant == a].set_index(["N", "n", "seed"])[metric]
+    y = df[df.variant == b].set_index(["N", "n", "seed"])[metric]
+    d = (x - y).dropna().rename("d").reset_index()
+    return d.groupby(["N", "n"]).d.agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else 0.0,
+                                        ahead=lambda v: int((v > 0).sum()), k="count")
 
 
 def ess_markdown(ess: pd.DataFrame, df: pd.DataFrame, metric: str = "test/minority_acc") -> str:
-    """The effective-sample-size table in Markdown, the papers' '>4x' beside every row."""
-    lines = ["| N (majority) | n (minority) | variant | minority acc. (mean ± std) | w/o aug. | oversample | "
-             "n_eff (mean curves) | n_eff / n | per replicate | paper |",
+    """The effective-sample-size table in Markdown: one row per (N, n), the three ECRT-MP variants' minority
+    accuracy, n_eff / n of the augmented and the oversampled points (mean curves, then per replicate), the paired
+    differences against both controls, and the papers' '>4×' beside every row."""
+    acc = df.groupby(["variant", "N", "n"])[metric].agg(["mean", "std"])
+
+    def a(v: str, key: tuple[int, int]) -> str:
+        return f"{acc.loc[(v, *key), 'mean']:.3f} ± {acc.loc[(v, *key), 'std']:.3f}" if (v, *key) in acc.index else ""
+
+    def r(v: str, key: tuple[int, int]) -> str:
+        e = ess[(ess.variant == v) & (ess.N == key[0]) & (ess.n == key[1])]
+        if e.empty:
+            return ""
+        e = e.iloc[0]
+        return f"{_fmt_ratio(e.ratio, e.flag)} ({', '.join(_fmt_ratio(p, f) for p, f in e.ratio_seeds)})"
+
+    dn = paired_difference(df, "ecrt_mp", BASELINE, metric)
+    do = paired_difference(df, "ecrt_mp", "ecrt_mp_oversample", metric)
+
+    def d(t: pd.DataFrame, key: tuple[int, int]) -> str:
+        return f"{t.loc[key, 'mean']:+.3f} ± {t.loc[key, 'std']:.3f} ({t.loc[key, 'ahead']}/{t.loc[key, 'k']})" \
+            if key in t.index else ""
+
+    lines = ["| N | n | ECRT-MP (aug.) | oversample | w/o aug. | n_eff/n aug. (per replicate) | "
+             "n_eff/n oversample (per replicate) | aug. − w/o aug. (ahead) | aug. − oversample (ahead) | paper |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    over = df[df.variant == "ecrt_mp_oversample"].groupby(["N", "n"])[metric].agg(["mean", "std"])
-    for _, r in ess.sort_values(["N", "variant", "n"]).iterrows():
-        o = over.loc[(r.N, r.n)] if (r.N, r.n) in over.index else None
-        per = ", ".join(_fmt_ratio(p, f) for p, f in r.ratio_seeds)
-        name = VARIANTS[r.variant][0]
-        lines.append(f"| {r.N} | {r.n} | {name} | {r.acc_mean:.3f} ± {r.acc_std:.3f} | {r.base_mean:.3f} ± "
-                     f"{r.base_std:.3f} | " + (f"{o['mean']:.3f} ± {o['std']:.3f}" if o is not None else "") +
-                     f" | {('≤' if r.flag == '<' else r.flag)}{r.n_eff:.3g} | {_fmt_ratio(r.ratio, r.flag)} | {per} | >4× |")
+    for key in sorted({(int(x), int(y)) for x, y in df[["N", "n"]].itertuples(index=False)}):
+        lines.append(f"| {key[0]} | {key[1]} | {a('ecrt_mp', key)} | {a('ecrt_mp_oversample', key)} | "
+                     f"{a(BASELINE, key)} | {r('ecrt_mp', key)} | {r('ecrt_mp_oversample', key)} | {d(dn, key)} | "
+                     f"{d(do, key)} | >4× |")
     return "\n".join(lines)
 
 
@@ -340,4 +367,4 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, grid: Grid | None = None
 
 
 __all__ = ["PROFILES", "VARIANTS", "Grid", "Runner", "collect", "effective_sizes", "ess_markdown", "inverse_curve",
-           "nested_minority", "write_report"]
+           "nested_minority", "paired_difference", "write_report"]
