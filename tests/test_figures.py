@@ -70,7 +70,7 @@ def test_augmentation_comparison_needs_no_runs(tmp_path: Path) -> None:
         fig = F.CAPTURE["augmentation_comparison"]
     finally:
         F.CAPTURE = None
-    assert {p.suffix for p in paths} == {".png", ".pdf"}
+    assert {p.suffix for p in paths} == {".png", ".pdf", ".csv"}
     assert not unlabelled(fig)
     legends = [t for t in texts(fig) if t.startswith("MMD² = ")]
     assert len(legends) == 5  # the real samples and the four schemes

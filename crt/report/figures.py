@@ -261,6 +261,7 @@ def tsne_sources(run: Run, out_dir: Path, runs_root: Path | None = None, max_cla
     legend_below(fig, axes[:1], ncol=min(5, len(classes)), markerscale=3)
     shown = f"all {len(classes)} classes" if len(classes) == len(counts) else f"{len(classes)} of {len(counts)} classes"
     fig.suptitle(f"Test sources of {run.results['name']} (seed {run.seed}, d={s.shape[1]}, {shown})")
+    fig.tight_layout()
     return save(fig, out_dir, "tsne_sources")
 
 
@@ -310,7 +311,11 @@ def mmd_augmentation(run: Run, out_dir: Path, runs_root: Path | None = None,
                  f"({len(classes)} classes × {repeats} draws)")
     legend_outside(ax)
     ax.grid(alpha=0.3, which="both")
-    return save(fig, out_dir, "mmd_augmentation")
+    rows = [{"kind": kind, "n": n, "mmd2_mean": _mean_std(by_n[n])[0], "mmd2_std": _mean_std(by_n[n])[1],
+             "draws": len(by_n[n])} for kind, by_n in res.items() for n in sizes]
+    paths = save(fig, out_dir, "mmd_augmentation")
+    pd.DataFrame(rows).to_csv(Path(out_dir) / "mmd_augmentation.csv", index=False)  # the plotted numbers
+    return [*paths, Path(out_dir) / "mmd_augmentation.csv"]
 
 
 # On the balanced test sets top-1 equals balanced accuracy, so only one of them is drawn.
@@ -350,7 +355,7 @@ def learning_curves(groups: Mapping[str, Sequence[Run]], all_runs: Sequence[Run]
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     cols = [(f"{stage}/train/loss", "training loss", "training loss (nats)"),
-            (f"{stage}/val/ce", "held-out CE", "held-out cross-entropy (nats)"),
+            (f"{stage}/val/ce", "held-out CE", "held-out CE (nats)"),
             (f"{stage}/val/bal_acc", "held-out balanced accuracy", "balanced accuracy")]
     for i, (label, runs) in enumerate(groups.items()):
         curves: dict[str, list[pd.Series]] = defaultdict(list)
@@ -378,6 +383,7 @@ def learning_curves(groups: Mapping[str, Sequence[Run]], all_runs: Sequence[Run]
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     legend_below(fig, axes, ncol=2)
     fig.suptitle("Predictor trained on features z vs on sources s (refine stage; band: ± 1 std over seeds)")
+    fig.tight_layout()
     return save(fig, out_dir, "learning_curves")
 
 
@@ -407,6 +413,7 @@ def extreme_curve(groups: Mapping[str, Sequence[Run]], out_dir: Path, runs_root:
         ax.grid(alpha=0.3)
     legend_below(fig, axes, ncol=3)
     fig.suptitle("Extreme classification toy (1000 classes): ours solid, paper dashed")
+    fig.tight_layout()
     return save(fig, out_dir, "extreme_curve")
 
 
@@ -432,6 +439,7 @@ def rho_sources(runs: Sequence[Run], out_dir: Path, runs_root: Path | None = Non
     legend_below(fig, axes[0][:1], ncol=7, markerscale=3)
     fig.suptitle(f"Toy source space with and without the likelihood regulariser ({runs[0].results['name']}, "
                  f"seed {runs[0].seed})")
+    fig.tight_layout()
     return save(fig, out_dir, "rho_sources")
 
 
@@ -545,7 +553,8 @@ def augmentation_comparison(out_dir: Path, sizes: Sequence[int] = (10, 100), n_a
     cols = ["real", *schemes]
     fig, axes = plt.subplots(len(sizes), len(cols), figsize=(3.1 * len(cols), 3.0 * len(sizes)), squeeze=False,
                              sharex=True, sharey=True)
-    oracle = []
+    oracle: list[float] = []
+    rows: list[dict[str, Any]] = []
     for i, n in enumerate(sizes):
         mmd: dict[str, list[float]] = defaultdict(list)
         shown: dict[str, torch.Tensor] = {}
@@ -561,6 +570,7 @@ def augmentation_comparison(out_dir: Path, sizes: Sequence[int] = (10, 100), n_a
                 mmd[kind].append(mmd_rbf(x.float(), ref, sigma))
                 if rep == 0:
                     shown[kind] = x
+        rows += [{"n": n, "scheme": k, "mmd2_mean": _mean_std(v)[0], "mmd2_std": _mean_std(v)[1]} for k, v in mmd.items()]
         for j, kind in enumerate(cols):
             ax = axes[i][j]
             for k in (1, 2, 3):
@@ -587,7 +597,10 @@ def augmentation_comparison(out_dir: Path, sizes: Sequence[int] = (10, 100), n_a
     fig.suptitle(f"Augmentations of Hénon class {klass} over its true source density (ellipses: 1, 2, 3 σ; "
                  f"black rings: the n real samples); oracle MMD² (fresh true samples) = {om:.3g} ± {osd:.2g}")
     fig.tight_layout()
-    return save(fig, out_dir, "augmentation_comparison")
+    paths = save(fig, out_dir, "augmentation_comparison")
+    rows.append({"n": "oracle", "scheme": "fresh true samples", "mmd2_mean": om, "mmd2_std": osd})
+    pd.DataFrame(rows).to_csv(Path(out_dir) / "augmentation_comparison.csv", index=False)  # the legends' numbers
+    return [*paths, Path(out_dir) / "augmentation_comparison.csv"]
 
 
 # ------------------------------------------------------------------------------------------ driver
