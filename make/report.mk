@@ -23,7 +23,7 @@ EXTRA = $(if $(strip $(RUN_ARGS)),--extra $(RUN_ARGS))
 
 LT_METHODS ?= erm ldam_drw logit_adjust logit_adjust_posthoc balanced_softmax decoupled_crt decoupled_lws decoupled_tau_norm ecrt_mp ecrt_mp_la ecrt_mp_bs
 
-.PHONY: table1 table-s1 table-s7 table-lt table-lt-small tables figure-runs figures sweep-lam sweep-rho sweep-lam-rho sweep-optuna
+.PHONY: table1 table-s1 table-s7 table-lt table-lt-small tables figure-runs efficiency figures sweep-lam sweep-rho sweep-lam-rho sweep-optuna
 
 table1: install ## Table 1: DATASETS x T1_METHODS x SEEDS as multiruns, then outputs/tables/table1.{md,tex,csv}; PROFILE=smoke: toy stand-in
 	$(TABLES) table1 --run --profile $(PROFILE) --datasets "$(T1_ROWS)" --methods "$(T1_METHODS)" $(EXTRA)
@@ -43,18 +43,25 @@ table-lt-small: install ## long-tail baselines vs ERM/LDAM-DRW/ECRT-MP, alone an
 tables: install ## rebuild every table from the results.json files on disk (runs nothing)
 	$(PY) scripts/make_tables.py all --output-dir $(OUTPUT_DIR) --seeds $(SEEDS)
 
-figure-runs: install ## the toy runs behind the figures: λ sweep, ρ sweep, refine on features vs sources
+figure-runs: install efficiency ## the toy runs behind the figures: λ sweep, ρ sweep, refine on features vs sources, the efficiency grid
 	$(RUNPY) sweep=lam seed=$(SEEDS) $(RUN_ARGS)
 	$(RUNPY) sweep=rho seed=0 $(RUN_ARGS)
 	$(RUNPY) method.refine_space=feature,source seed=$(SEEDS) $(RUN_ARGS)
 
+# The efficiency grid (ECRT fig. 9 / CRT fig. 11) runs in one process, its cells under $(OUTPUT_DIR)/efficiency/.
+EFFICIENCY = $(RUN_ENV) $(PY) scripts/efficiency.py --output-dir $(OUTPUT_DIR) --data-dir $(CRT_DATA_DIR)
+efficiency: install ## learning-efficiency grid on the Hénon toy (n x N x 4 variants x 3 replicates, in-process) -> outputs/efficiency/efficiency.{csv,md}
+	$(EFFICIENCY) --profile $(PROFILE)
+
 ifeq ($(PROFILE),smoke)
-# Smoke: the same runs at debug=tiny sizes, seed 0 only (a few minutes on a CPU); every figure is marked SMOKE.
+# Smoke: the same runs at debug=tiny sizes, seed 0 only, and the efficiency grid's smoke profile (a few minutes
+# on a CPU); every figure is marked SMOKE.
 figures: install
-	$(RUNPY) sweep=lam seed=0 debug=tiny $(RUN_ARGS)
-	$(RUNPY) sweep=rho seed=0 debug=tiny $(RUN_ARGS)
+	$(RUNPY) sweep=lam method.lam=1e-4,1e-3,1e-1 seed=0 debug=tiny $(RUN_ARGS)
+	$(RUNPY) sweep=rho method.rho=0,1e-2,1 seed=0 debug=tiny $(RUN_ARGS)
 	$(RUNPY) method.refine_space=feature,source seed=0 debug=tiny $(RUN_ARGS)
 	$(RUN_ENV) $(PY) scripts/make_tables.py table-s1 --run --output-dir $(OUTPUT_DIR) --data-dir $(CRT_DATA_DIR) --seeds 0 --extra debug=tiny $(RUN_ARGS)
+	$(EFFICIENCY) --profile smoke
 	$(RUN_ENV) $(PY) scripts/make_figures.py --output-dir $(OUTPUT_DIR) --smoke debug=tiny
 else
 figures: figure-runs table-s1 ## every figure as PNG and PDF under outputs/figures (runs what is missing first); PROFILE=smoke: tiny runs, marked SMOKE
