@@ -246,10 +246,11 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
                           "cache.allow_other_code=true|false.")
     cache = build(CacheConfig, _container(cache_cfg, "cache"), "cache")
     data = resolve_data(plain["data"])
-    from crt.stages.training import progress_mode, trainer_options  # noqa: I001
+    from crt.stages.training import check_callback_packages, progress_mode, trainer_options  # noqa: I001
 
     progress_mode(cfg.get("progress", True))  # the trainer options and progress mode fail here, not at stage 1
     trainer_options(plain["trainer"])
+    check_callback_packages(cfg.get("callbacks"))  # callbacks=rich without rich: here, not once the data loaded
     stages = _stages(plain["method"].get("stages"))
     view = View(plain, stages)
     configs = {s: STAGES.get(s).resolve(view) for s in stages}
