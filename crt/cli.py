@@ -55,6 +55,61 @@ def check_folder_names(argv: list[str]) -> None:
                     sys.exit(2)
 
 
+def override_error(err: BaseException, argv: list[str]) -> str | None:
+    """crt's paragraph for Hydra's "Key 'lamda' is not in struct" (an override of a key the config does not have,
+    e.g. method.lamda=0.1), naming the closest keys beside it; None for any other error."""
+    import difflib
+
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    cause = err.__cause__
+    if not (isinstance(err, ConfigCompositionException) and isinstance(cause, (ConfigAttributeError, ConfigKeyError))
+            and "not in struct" in str(cause) and getattr(cause, "full_key", None)):
+        return None
+    key = str(cause.full_key)
+    value = next((a.partition("=")[2] for a in argv if a.lstrip("+~").partition("=")[0] == key), "...")
+    parent_key, _, leaf = key.rpartition(".")
+    parent = getattr(cause, "parent_node", None)
+    keys = sorted(str(k) for k in parent.keys()) if parent is not None else []  # type: ignore[union-attr]
+    near = difflib.get_close_matches(leaf, keys, n=3, cutoff=0.5)
+    where = f"{parent_key}." if parent_key else ""
+    fix = f"{where}{near[0]}={value}" if near else f"one of the keys of {parent_key or 'the config'}"
+    listed = f"; the keys of {parent_key or 'the config'} are {', '.join(keys)}" if keys and len(keys) <= 40 else ""
+    return (f"{key}={value}: the config has no key {key}" + (f" (did you mean {', '.join(where + k for k in near)}?)"
+            if near else "") + f". Fix: use {fix}{listed}. (+{key}=... would add it, and then stop the run as a key "
+            "that nothing reads.)")
+
+
+def _hydra_report(err: BaseException) -> None:
+    """What Hydra prints for an error before a job starts when HYDRA_FULL_ERROR is unset; then exit 1."""
+    import traceback
+
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, CompactHydraException):
+        sys.stderr.write(str(err) + os.linesep)
+        if isinstance(err.__cause__, OmegaConfBaseException):
+            sys.stderr.write(str(err.__cause__) + os.linesep)
+    else:
+        traceback.print_exception(err)
+    sys.exit(1)
+
+
+_FULL_ERROR: list[str | None] = []  # HYDRA_FULL_ERROR as the user set it, while run_main composes
+
+
+def _restore_full_error() -> None:
+    """From the first job on, Hydra reports errors as the user's HYDRA_FULL_ERROR says."""
+    if _FULL_ERROR:
+        user = _FULL_ERROR.pop()
+        if user is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = user
+
+
 def _in_process_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -71,6 +126,7 @@ def _job(cfg: object) -> float | None:
     from crt.errors import ConfigError
     from crt.interrupt import Interrupted
 
+    _restore_full_error()
     try:
         validate(cfg)  # a config mistake is reported before crt.pipeline imports Lightning (seconds)
         from crt.pipeline import format_results, run
@@ -106,11 +162,27 @@ def run_main(argv: list[str] | None = None, prog: str = "crt run") -> None:
     check_folder_names(argv)
     main = hydra.main(config_path=str(CONFIGS), config_name="config", version_base="1.3")(_job)
     sys.argv = [prog, *argv]
+    # Errors of composition come back here, not through Hydra's report (exit 1), so that an override of a key the
+    # config lacks (method.lamda=0.1) gets crt's paragraph; the first job restores the user's setting.
+    _FULL_ERROR[:] = [os.environ.get("HYDRA_FULL_ERROR")]
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
     except NameRefused as err:  # raised while Hydra names the run folder, so before it creates anything
         print(f"\nerror: {err.error}\n", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:  # noqa: BLE001 - Hydra's own errors before the first job
+        user_full = _FULL_ERROR[0] if _FULL_ERROR else os.environ.get("HYDRA_FULL_ERROR")
+        _restore_full_error()
+        message = override_error(err, argv)
+        if message is not None:
+            print(f"\nerror: {message}\n", file=sys.stderr)
+            sys.exit(2)
+        if user_full:
+            raise
+        _hydra_report(err)
+    finally:
+        _restore_full_error()
     if FAILED:
         print(f"\n{len(FAILED)} job(s) of the multirun failed; the others ran:", file=sys.stderr)
         for line in FAILED:

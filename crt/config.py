@@ -263,10 +263,11 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
                           f"this method reads are {', '.join(sorted(view.read))}.")
     # The trainer options and progress mode fail here, not at stage 1. They need Lightning (a second or more to
     # import), so they come after every check that needs only the registries: a misspelt name fails fast.
-    from crt.stages.training import progress_mode, trainer_options, training_key
+    from crt.stages.training import check_callback_packages, progress_mode, trainer_options, training_key
 
     progress_mode(cfg.get("progress", True))
     trainer_options(plain["trainer"])
+    check_callback_packages(cfg.get("callbacks"))  # callbacks=rich without rich: here, not once the data loaded
     return RunConfig(seed=seed, data=data, stages=configs, cache=cache, training=training_key(cfg))
 
 

@@ -162,7 +162,8 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
             done = _still_current(done, cfg, results_path)
     done = ranks.broadcast(done)
     if done is not None:
-        log.info("already complete, skipping: %s", results_path)
+        log.info("already complete, skipping: %s (skip_completed=false runs it again, e.g. to log it with another "
+                 "logger=...: its stages then come from the cache and their curves are replayed)", results_path)
         return done
     with signals_raise(), run_lock(run_dir, cfg.paths.output_dir) if ranks.is_zero else nullcontext(), \
             tracking.job(cfg, run_dir) as job:  # job's loggers
@@ -205,15 +206,18 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None, progress: boo
                     log.info("stage %s: training (key %s)", stage, key)
                     seed_everything(run_cfg.seed + len(prev))
                     ctx.checkpoint_dir = str(cache.partial(stage, key)) if cache.enabled else None
+                    ctx.history = []
                     with interrupted_stage(stage, key, ctx.checkpoint_dir):
                         out = RUNNERS[stage](ctx, stage_cfg, prev)  # every rank: the stage fits as one DDP job
                         if ranks.is_zero:
                             cache.save(stage, key, out, {"stage": stage, "config": as_dict(stage_cfg),
                                                          "seed": run_cfg.seed, "data_fingerprint": data_fp,
                                                          "code_version": code, "code_free_key": free_keys[stage],
-                                                         "created": _now()})
+                                                         "created": _now(), "history": ctx.history})
                 else:
                     log.info("stage %s: reused from cache (key %s)", stage, key)
+                    if ranks.is_zero:  # its logged curves into this job's loggers, marked <stage>/reused = 1
+                        job.replay(stage, (cache.meta(stage, key) or {}).get("history"))
                 ranks.barrier()  # the entry is complete before the other ranks read it
             if not ranks.is_zero and (reused or cache.enabled):
                 out = _read_rank_zero_entry(cache, stage, key)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -124,6 +125,27 @@ class JobTracking:
             out.append(lg)
         return out
 
+    def replay(self, stage: str, history: Any) -> int:
+        """A stage served from the cache: what it logged when it trained (`history`, its cache entry's meta) into
+        this job's loggers, and `<stage>/reused` = 1, so that a run's logs hold every stage of its pipeline. The
+        entry is data: records that are not {step, metrics of finite numbers} are skipped. Returns the records
+        replayed."""
+        if history is None:
+            log.info("stage %s: its cache entry records no logged history (written by older code); this job's loggers "
+                     "get no %s curves", stage, stage)
+            return 0
+        records = clean_history(history)
+        if not records or not self.entries:
+            return 0
+        last = max(r["step"] for r in records)
+        for lg in self.stage_loggers(stage):
+            for rec in records:
+                lg.log_metrics(rec["metrics"], step=rec["step"])
+            lg.log_metrics({f"{stage}/reused": 1.0}, step=last)
+            lg.save()
+            lg.finalize("success")
+        return len(records)
+
     def log_results(self, metrics: Mapping[str, float]) -> None:
         """The run's final (test and held-out) metrics to every logger, with the hyperparameters beside them."""
         scalars = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -151,6 +173,24 @@ class JobTracking:
         if self._wandb is not None and self._wandb._experiment is not None:
             self._wandb.experiment.finish()
         self._wandb = None
+
+
+def clean_history(history: Any, limit: int = 1_000_000) -> list[dict[str, Any]]:
+    """The well-formed records of a stored history, `{"step": int, "metrics": {str: finite float}}` each."""
+    out: list[dict[str, Any]] = []
+    if not isinstance(history, list):
+        return out
+    for rec in history[:limit]:
+        if not isinstance(rec, Mapping) or not isinstance(rec.get("metrics"), Mapping):
+            continue
+        step = rec.get("step", 0)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            continue
+        metrics = {str(k)[:200]: float(v) for k, v in rec["metrics"].items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        if metrics:
+            out.append({"step": step, "metrics": metrics})
+    return out
 
 
 @contextmanager

@@ -140,7 +140,7 @@ def test_files_and_folders_honour_the_umask(make_cfg, tmp_path: Path, monkeypatc
             with pytest.raises(_Crash):
                 run(cfg, run_dir=run_dir)
         partial = StageCache(cache).partial("pretrain", keys_for(cfg)["pretrain"])
-        assert {p.name for p in partial.iterdir()} == {"epoch1.ckpt", "last.json"}
+        assert {p.name for p in partial.iterdir()} == {"epoch1.ckpt", "last.json", "history.jsonl"}  # + what the stage logged
         assert _modes(partial) == {"files": {file_mode}, "dirs": {dir_mode}}  # checkpoints too
         res = run(cfg, run_dir=run_dir)
     entry = Path(res["stages"]["pretrain"]["cache"])

@@ -137,19 +137,23 @@ def test_trainer_option_reaches_the_trainer(make_cfg, tmp_path: Path) -> None:
 
 
 def test_callbacks_from_config(make_cfg) -> None:
-    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelSummary, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
+
+    from crt.stages.training import StageModelSummary, StageTQDMProgressBar
 
     cb = dict(make_cfg().callbacks)
     built = build_callbacks(cb, stage="refine", monitor="refine/val/bal_acc", mode="max", patience=7, bar=False,
                             has_logger=True)
-    assert [type(c) for c in built[:2]] == [EarlyStopping, ModelSummary]
+    assert [type(c) for c in built[:2]] == [EarlyStopping, StageModelSummary]  # Lightning's, one line by default
+    assert built[1].stage == "refine" and built[1]._max_depth == 0
     assert isinstance(built[2], LearningRateMonitor) and len(built) == 3
     es = built[0]
     assert (es.monitor, es.mode, es.patience) == ("refine/val/bal_acc", "max", 7)
     assert built[2].stage == "refine" and built[2].logging_interval == "epoch"
     built = build_callbacks(cb, stage="demix", monitor="demix/val/loss", mode="min", patience=None, bar=True,
                             has_logger=False)
-    assert [type(c) for c in built] == [ModelSummary, TQDMProgressBar]  # no patience, no logger: dropped
+    assert [type(c) for c in built] == [StageModelSummary, StageTQDMProgressBar]  # no patience, no logger: dropped
+    assert (built[1].stage, built[1].monitor) == ("demix", "demix/val/loss")
     with pytest.raises(ConfigError, match="callbacks.x._target_"):
         build_callbacks({"x": {"_target_": "no.such.Callback"}}, stage="s", monitor="m", mode="max", patience=1,
                         bar=False, has_logger=False)
@@ -165,7 +169,7 @@ def test_progress_mode_follows_the_terminal(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_one_line_per_epoch_when_stdout_is_not_a_terminal(make_cfg, tmp_path: Path, capsys) -> None:
-    run(make_cfg(*TINY, "progress=true", "stage.pretrain.epochs=3"), run_dir=tmp_path / "r")
+    run(make_cfg(*TINY, "progress=lines", "stage.pretrain.epochs=3"), run_dir=tmp_path / "r")
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[pretrain] epoch")]
     assert [ln.split()[2] for ln in lines] == ["1/3", "2/3", "3/3"]
 

@@ -43,7 +43,7 @@ def _cli(*args: str, prefix: tuple[str, ...] = ("run.py",), env: dict | None = N
 
 def test_kill_9_in_demix_then_rerun_resumes_at_that_epoch_with_identical_metrics(tmp_path: Path) -> None:
     args = [*TINY, "stage.demix.epochs=6", "method.rho=0.5", "stage.selection.metric=ce"]
-    cli = [*args, f"paths.output_dir={tmp_path / 'out'}", "progress=true"]
+    cli = [*args, f"paths.output_dir={tmp_path / 'out'}", "progress=lines"]  # a line for every epoch
     killed = _cli(*cli, prefix=("-c", KILL_AT), env={**ENV, "KILL_AT_EPOCH": "4"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert "[demix] epoch 3/6" in killed.stdout and "[demix] epoch 4/6" not in killed.stdout
@@ -55,12 +55,15 @@ def test_kill_9_in_demix_then_rerun_resumes_at_that_epoch_with_identical_metrics
     demix_epochs = re.findall(r"\[demix\] epoch (\d+)/6", again.stdout)
     assert demix_epochs == ["4", "5", "6"]  # not 1
     res = json.loads(Path(again.stdout.strip().splitlines()[-1].split("results: ", 1)[1]).read_text())
+    meta = json.loads((Path(res["stages"]["demix"]["cache"]) / "meta.json").read_text())
+    logged = [r["epoch"] for r in meta["history"] if "demix/val/loss" in r["metrics"]]
+    assert logged == list(range(6))  # the logged history (replayed by jobs that reuse it) has the killed run's epochs
     whole = run(compose_cfg([*args, "checkpoint_every=0"], tmp_path / "whole"), run_dir=tmp_path / "whole" / "run")
     assert res["metrics"] == whole["metrics"]  # bit-identical on CPU
 
 
 def test_sigterm_exits_143_naming_the_stage(tmp_path: Path) -> None:
-    cmd = [sys.executable, "run.py", *TINY, "stage.demix.epochs=400", f"paths.output_dir={tmp_path}", "progress=true"]
+    cmd = [sys.executable, "run.py", *TINY, "stage.demix.epochs=400", f"paths.output_dir={tmp_path}", "progress=lines"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     seen = []
     for line in proc.stdout:  # wait until demix is training

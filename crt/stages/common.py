@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Context:
     checkpoint_dir: str | None = None  # the running stage's partial cache folder (set by the pipeline)
     checkpoint_every: int = 0          # mid-stage checkpoint every N epochs (0: off)
     checkpoint_interval_s: float = 0.0  # ... and at most one per this many seconds
+    history: list[dict[str, Any]] = field(default_factory=list)  # what the running stage logged (its cache meta)
 
     @classmethod
     def from_cfg(cls, cfg: Any, split: Split, run_dir: str, device: torch.device | None = None,
@@ -98,7 +100,7 @@ def fit(ctx: Context, module: Any, stage: str, train: Train, numerics: Numerics,
     """Train `module` for the stage's budget with selection on `watch` (metric, mode); the selection summary."""
     from crt.stages.accel import EpochTimer
     from crt.stages.checkpoint import checkpoint_for
-    from crt.stages.training import make_trainer
+    from crt.stages.training import HistoryLogger, make_trainer
 
     ckpt, resume = checkpoint_for(ctx.checkpoint_dir, stage, ctx.checkpoint_every, train.epochs,
                                   ctx.checkpoint_interval_s)
@@ -108,16 +110,19 @@ def fit(ctx: Context, module: Any, stage: str, train: Train, numerics: Numerics,
                  "epoch of its schedule runs; the best held-out epoch is still kept", stage, patience,
                  type(module.loss_fn).__name__)
         patience = None
+    history = HistoryLogger(os.path.join(ctx.checkpoint_dir, "history.jsonl") if ctx.checkpoint_dir else None,
+                            resume_epoch=ckpt.saved_epoch() if resume and ckpt is not None else None)
     trainer, keep = make_trainer(
         ctx.trainer, max_epochs=train.epochs, stage=stage, run_dir=ctx.run_dir,
         logger_cfg=ctx.logger, monitor=watch[0], mode=watch[1], patience=patience,
-        grad_clip=train.grad_clip, progress=ctx.progress, checkpoint=ckpt,
+        grad_clip=train.grad_clip, progress=ctx.progress, checkpoint=ckpt, history=history,
     )
     module.compile = numerics.compile  # every trained stage (crt/stages/accel.py)
     trainer.callbacks.append(EpochTimer())  # per-epoch seconds in `selected` (scripts/bench.py)
     t0 = time.perf_counter()
     trainer.fit(module, ckpt_path=resume, weights_only=True)
     fit_seconds = time.perf_counter() - t0
+    ctx.history.extend(history.records())
     module.to(ctx.device).eval()
     sel = keep.summary(trainer)
     sel["epochs_run"] = int(trainer.current_epoch)

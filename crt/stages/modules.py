@@ -19,7 +19,7 @@ from crt.stages.accel import Compiled, compile_mode, running_mean, static_batche
 from crt.stages.configs import CriticSpec
 from crt.stages.optim import make_optimizer
 from crt.stages.schedule import LRSchedule
-from crt.stages.training import TensorBatches
+from crt.stages.training import TensorBatches, cap_log_interval
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,10 @@ class ClassifierModule(pl.LightningModule):
             ex = tuple(t.to(self.device) for t in self.extra)
             self._extra_stream = TensorBatches(*ex, batch_size=self.extra_batch, seed=self.seed + 1,
                                                drop_last=len(ex[0]) >= self.extra_batch)
-        return TensorBatches(x, y, w, batch_size=self.batch_size, seed=self.seed, weights=self.sampler_weights,
-                             transform=self.transform, drop_last=len(x) > self.batch_size)
+        batches = TensorBatches(x, y, w, batch_size=self.batch_size, seed=self.seed, weights=self.sampler_weights,
+                                transform=self.transform, drop_last=len(x) > self.batch_size)
+        cap_log_interval(self, len(batches))
+        return batches
 
     def val_dataloader(self) -> TensorBatches:
         x, y = (t.to(self.device) for t in self.val_data)
@@ -249,7 +251,9 @@ class DemixModule(pl.LightningModule):
 
     def train_dataloader(self) -> TensorBatches:
         z, y = (t.to(self.device) for t in self.train_data)
-        return TensorBatches(z, y, batch_size=self.batch_size, seed=self.seed, drop_last=len(z) > self.batch_size)
+        batches = TensorBatches(z, y, batch_size=self.batch_size, seed=self.seed, drop_last=len(z) > self.batch_size)
+        cap_log_interval(self, len(batches))
+        return batches
 
     def val_dataloader(self) -> TensorBatches:
         z, y = (t.to(self.device) for t in self.val_data)

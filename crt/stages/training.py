@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import inspect
+import json
 import logging
+import math
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import (Callback, EarlyStopping, LearningRateMonitor, ModelSummary, ProgressBar,
+                                         RichProgressBar, TQDMProgressBar)
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 
 from crt.distributed import EndSpawnedGroup
 
 log = logging.getLogger(__name__)
+# Lightning 2.6's own pytree helper (lightning/pytorch/utilities/_pytree.py) builds torch's deprecated LeafSpec at
+# every fit; the FutureWarning is about Lightning's code, not crt's or the user's, and crt cannot fix it there.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+LINES_PER_STAGE = 5  # progress=true with piped output: about this many epoch lines per stage (progress=lines: all)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -137,29 +149,234 @@ class KeepBest(Callback):
         return {"monitor": self.monitor, "best": self.best, "epoch": self.best_epoch}
 
 
+def epoch_line(stage: str, epoch: int, max_epochs: int | None, metrics: Mapping[str, Any]) -> str:
+    """`[stage] epoch k/K  train/loss=...  val/...=...` for 0-based `epoch`, from the trainer's callback metrics."""
+    shown = {k: float(v) for k, v in metrics.items() if "/val/" in k or k.endswith("train/loss")}
+    vals = "  ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(shown.items()))
+    return f"[{stage}] epoch {epoch + 1}/{max_epochs}  {vals}".rstrip()
+
+
+def lines_every(value: Any, max_epochs: int) -> int:
+    """Epochs between two progress lines: 1 for progress=lines, else about LINES_PER_STAGE lines per stage."""
+    return 1 if value == "lines" else max(1, math.ceil(max_epochs / LINES_PER_STAGE))
+
+
 class EpochLine(Callback):
-    """Progress as one line per epoch (readable in logs and CI, unlike redrawn bars)."""
+    """Progress as one line per epoch, or every `every`-th epoch and the last (readable in logs and CI).
 
-    def __init__(self, stage: str, every: int = 1):  # every epoch by default (README: one line per epoch)
+    Lightning logs an epoch's train metrics after every `on_train_epoch_end` hook, so the line of epoch k is
+    printed when epoch k+1 starts, and the last epoch's when training ends: each line shows its own epoch's loss.
+    """
+
+    def __init__(self, stage: str, every: int = 1):
         self.stage, self.every = stage, max(1, every)
+        self._pending: int | None = None  # the epoch that ended and is not printed yet
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def _show(self, trainer: pl.Trainer) -> None:
+        if self._pending is not None and trainer.is_global_zero:
+            print(epoch_line(self.stage, self._pending, trainer.max_epochs, trainer.callback_metrics), flush=True)
+        self._pending = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pending = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is not None and (self._pending + 1) % self.every:
+            self._pending = None  # not one of the shown epochs
+        self._show(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._show(trainer)  # the last epoch, always
+
+
+def early_stop_line(stage: str, stopped: int, max_epochs: int | None, monitor: str, patience: int,
+                    kept: int, kept_monitor: str, best: float | None) -> str:
+    """The line that says where early stopping ended a stage and which epoch's weights were kept (0-based epochs)."""
+    value = f", {kept_monitor.split('/', 1)[-1]}={best:.4f}" if best is not None else ""
+    return (f"[{stage}] early stopping at epoch {stopped + 1}/{max_epochs}: {monitor} did not improve for {patience} "
+            f"epochs; kept the weights of epoch {kept + 1}{value}")
+
+
+class EarlyStopNote(Callback):
+    """Logs `early_stop_line` once when the stage's EarlyStopping ended it before its epoch budget."""
+
+    def __init__(self, stage: str, keep: KeepBest):
+        self.stage, self.keep = stage, keep
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for es in trainer.callbacks:
+            if isinstance(es, EarlyStopping) and es.stopped_epoch and trainer.is_global_zero:
+                log.info(early_stop_line(self.stage, es.stopped_epoch, trainer.max_epochs, es.monitor, es.patience,
+                                         self.keep.best_epoch, self.keep.monitor, self.keep.best))
+
+
+def _count(n: int) -> str:
+    from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
+
+    return get_human_readable_count(n).strip()
+
+
+def summary_line(stage: str, module: torch.nn.Module) -> str:
+    """`[stage] N parameters: child (Class) n, ...`: the one-line model summary (callbacks.model_summary.max_depth=0)."""
+    total = sum(p.numel() for p in module.parameters())
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    parts, seen = [], 0
+    for name, child in module.named_children():
+        n = sum(p.numel() for p in child.parameters())
+        if n:
+            parts.append(f"{name} ({type(child).__name__}) {_count(n)}")
+            seen += n
+    own = [(name, p.numel()) for name, p in module.named_parameters(recurse=False)]
+    if own and len(own) <= 3 and sum(n for _, n in own) == total - seen:
+        parts += [f"{name} {_count(n)}" for name, n in own]
+    elif total - seen:
+        parts.append(f"other {_count(total - seen)}")
+    return (f"[{stage}] {_count(total)} parameters" + (f" ({_count(frozen)} frozen)" if frozen else "")
+            + (": " + ", ".join(parts) if parts else ""))
+
+
+class StageModelSummary(ModelSummary):
+    """Lightning's ModelSummary with a one-line default: max_depth 0 prints `summary_line`, 1 or more the full table."""
+
+    def __init__(self, stage: str, max_depth: int = 0, **summarize_kwargs: Any):
+        super().__init__(max_depth=max_depth, **summarize_kwargs)
+        self.stage = stage
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._max_depth:
+            _show_model_summaries()
+            super().on_fit_start(trainer, pl_module)
+        elif trainer.is_global_zero:
+            print(summary_line(self.stage, pl_module), flush=True)
+
+
+def bar_text(stage: str, epoch: int, max_epochs: int | None) -> str:
+    """The progress bar's description for 0-based `epoch`: `[stage] epoch k/K`."""
+    return f"[{stage}] epoch {epoch + 1}/{max_epochs}"
+
+
+def bar_metrics(metrics: Mapping[str, Any], stage: str, monitor: str) -> dict[str, str]:
+    """What the bar shows beside its description: the selection metric and the stage's train loss."""
+    out = {}
+    for key in (monitor, f"{stage}/train/loss"):
+        if key in metrics:
+            out[key.split("/", 1)[-1]] = f"{float(metrics[key]):.4f}"
+    return out
+
+
+class _StageBar:
+    """A progress bar that names the stage and its epoch budget and shows the selection metric (no `v_num`)."""
+
+    stage: str
+    monitor: str
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        return bar_metrics(trainer.callback_metrics, self.stage, self.monitor)
+
+
+class StageTQDMProgressBar(_StageBar, TQDMProgressBar):
+    """Lightning's TQDM bar reading `[stage] epoch k/K` with the selection metric."""
+
+    def __init__(self, stage: str, monitor: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.stage, self.monitor = stage, monitor
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:  # TQDMProgressBar's, with bar_text
+        from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
+
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        self.train_progress_bar.reset()
+        self.train_progress_bar.total = convert_inf(self.total_train_batches)
+        self.train_progress_bar.initial = 0
+        self.train_progress_bar.set_description(bar_text(self.stage, trainer.current_epoch, trainer.max_epochs))
+
+
+class StageRichProgressBar(_StageBar, RichProgressBar):
+    """Lightning's rich bar reading `[stage] epoch k/K` with the selection metric."""
+
+    def __init__(self, stage: str, monitor: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.stage, self.monitor = stage, monitor
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return bar_text(self.stage, current_epoch, self.trainer.max_epochs)
+
+
+class HistoryLogger(Logger):
+    """Records what a stage logs, `{"step", "epoch", "metrics"}` per call, so that a job that reuses the stage
+    from the cache can replay it into its own loggers (crt.tracking.JobTracking.replay).
+
+    With `path` (the stage's partial cache folder) every record is appended to a JSON-lines file as it is
+    logged: the records of a spawned DDP worker reach the main process, and a resumed stage keeps those of the
+    epochs before its checkpoint (`resume_epoch`: records of that epoch and later are dropped, as they are
+    logged again). Without a path they stay in memory.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, resume_epoch: int | None = None):
+        super().__init__()
+        self.path = Path(path) if path is not None else None
+        self.trainer: pl.Trainer | None = None  # set by make_trainer: the epoch of each record
+        self._records: list[dict[str, Any]] = []
+        if self.path is not None and rank_zero_only.rank == 0:
+            kept = [r for r in self._read() if resume_epoch is not None and r.get("epoch", 0) < resume_epoch]
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.unlink(missing_ok=True)  # a link is replaced, never written through
+            with self._open() as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in kept)
+
+    @property
+    def name(self) -> str:
+        return "history"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    def _open(self) -> Any:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        return os.fdopen(os.open(self.path, flags, 0o666), "a")
+
+    def _read(self) -> list[dict[str, Any]]:
+        try:
+            return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            return []
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        rec = {"step": int(step or 0), "epoch": int(self.trainer.current_epoch) if self.trainer is not None else 0,
+               "metrics": {str(k): float(v) for k, v in metrics.items()}}
+        if self.path is None:
+            self._records.append(rec)
             return
-        e = trainer.current_epoch
-        if e % self.every and e + 1 != trainer.max_epochs:
-            return
-        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if "/val/" in k or k.endswith("train/loss")}
-        vals = "  ".join(f"{k.split('/', 1)[1]}={v:.4f}" for k, v in sorted(shown.items()))
-        print(f"[{self.stage}] epoch {e + 1}/{trainer.max_epochs}  {vals}", flush=True)
+        with self._open() as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def records(self) -> list[dict[str, Any]]:
+        """Everything recorded (read back from the file when there is one)."""
+        return self._read() if self.path is not None else list(self._records)
+
+
+def cap_log_interval(module: pl.LightningModule, batches: int) -> None:
+    """Lightning warns at every fit whose epoch has fewer batches than Trainer(log_every_n_steps): a module's
+    train_dataloader caps the interval at its epoch's batches instead (crt logs per epoch; nothing else changes)."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is not None and 0 < batches < trainer.log_every_n_steps:
+        trainer.log_every_n_steps = batches
 
 
 def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str, run_dir: str,
                  logger_cfg: Mapping[str, Any] | None, monitor: str, mode: str, patience: int | None,
                  grad_clip: float = 0.0, progress: bool = True,
-                 checkpoint: Callback | None = None) -> tuple[pl.Trainer, KeepBest]:
+                 checkpoint: Callback | None = None, history: HistoryLogger | None = None
+                 ) -> tuple[pl.Trainer, KeepBest]:
     """A Lightning Trainer for one stage, with best-state selection on `monitor`; `checkpoint`
-    (crt.stages.checkpoint.StageCheckpoint) adds mid-stage checkpoints.
+    (crt.stages.checkpoint.StageCheckpoint) adds mid-stage checkpoints, `history` records what the stage logs.
 
     The Trainer class and its options come from the `trainer` group (`_target_`, default
     lightning.pytorch.Trainer; an option the class does not take is a ConfigError), the callbacks from the
@@ -173,17 +390,18 @@ def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str,
     loggers = job.stage_loggers(stage)
     cfg = job.cfg
     callbacks_cfg = _plain(cfg.get("callbacks")) if cfg is not None else DEFAULT_CALLBACKS
-    mode_p = progress_mode(cfg.get("progress", True) if cfg is not None else True) if progress else "off"
+    progress_value = cfg.get("progress", True) if cfg is not None else True
+    mode_p = progress_mode(progress_value) if progress else "off"
     keep = KeepBest(monitor, mode)
     callbacks: list[Callback] = [keep] + ([checkpoint] if checkpoint is not None else [])
     built = build_callbacks(callbacks_cfg, stage=stage, monitor=monitor, mode=mode, patience=patience,
                             bar=mode_p == "bar", has_logger=bool(loggers))
     callbacks += built
     if mode_p == "lines":
-        callbacks.append(EpochLine(stage))
+        callbacks.append(EpochLine(stage, lines_every(progress_value, max_epochs)))
+    if any(isinstance(c, EarlyStopping) for c in built):
+        callbacks.append(EarlyStopNote(stage, keep))
     callbacks.append(EndSpawnedGroup())  # ddp_spawn workers destroy their gloo group before exiting (crt.distributed)
-    if any(isinstance(c, ModelSummary) for c in built):
-        _show_model_summaries()
     cls, options = trainer_options(trainer_cfg)
     kwargs: dict[str, Any] = dict(
         enable_checkpointing=False, num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=run_dir,
@@ -192,11 +410,25 @@ def make_trainer(trainer_cfg: Mapping[str, Any], *, max_epochs: int, stage: str,
     if checkpoint is not None:  # Lightning refuses a Checkpoint callback when checkpointing is off
         kwargs["enable_checkpointing"] = True
     trainer = cls(
-        max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False, gradient_clip_val=grad_clip or None,
-        enable_model_summary=any(isinstance(c, ModelSummary) for c in built),
+        max_epochs=max_epochs, callbacks=callbacks, logger=[*loggers, *([history] if history else [])] or False,
+        gradient_clip_val=grad_clip or None, enable_model_summary=any(isinstance(c, ModelSummary) for c in built),
         enable_progress_bar=any(isinstance(c, ProgressBar) for c in built), **kwargs,
     )
+    if history is not None:
+        history.trainer = trainer
     return trainer, keep
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """A handler writing to whatever sys.stdout is at each record (captured output, redirected streams)."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
 
 
 def _show_model_summaries() -> None:
@@ -204,7 +436,7 @@ def _show_model_summaries() -> None:
     lg = logging.getLogger("lightning.pytorch.callbacks.model_summary")
     lg.setLevel(logging.INFO)
     if not any(getattr(h, "_crt", False) for h in lg.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._crt = True  # type: ignore[attr-defined]
         lg.addHandler(handler)
@@ -218,7 +450,8 @@ def _plain(node: Any) -> Any:
 
 
 def progress_mode(value: Any) -> str:
-    """`progress`: true/auto (a bar on a terminal, one line per epoch otherwise), bar, lines, or false."""
+    """`progress`: true/auto (a bar on a terminal, a few lines per stage otherwise), bar, lines (one per epoch),
+    or false."""
     if value in (False, None, "false", "off", "none"):
         return "off"
     if value in (True, "true", "auto"):
@@ -227,8 +460,8 @@ def progress_mode(value: Any) -> str:
         return str(value)
     from crt.errors import ConfigError
 
-    raise ConfigError(f"progress={value!r} is unknown. Fix: use progress=true (bar on a terminal, one line per "
-                      "epoch otherwise), bar, lines or false.")
+    raise ConfigError(f"progress={value!r} is unknown. Fix: use progress=true (bar on a terminal, about "
+                      f"{LINES_PER_STAGE} lines per stage otherwise), bar, lines (one per epoch) or false.")
 
 
 # Outside a job (no config): what the callbacks group's default gives.
@@ -305,6 +538,36 @@ class StageLearningRateMonitor(LearningRateMonitor):
         return {f"{self.stage}/{k}": v for k, v in super()._extract_stats(trainer, interval).items()}
 
 
+_STAGE_BARS = {TQDMProgressBar: StageTQDMProgressBar, RichProgressBar: StageRichProgressBar}
+# Callback classes (by name, along their class hierarchy) that need a package Lightning does not install.
+_NEEDS = {"RichProgressBar": "rich", "RichModelSummary": "rich"}
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def check_callback_packages(callbacks_cfg: Mapping[str, Any] | None) -> None:
+    """A callback whose package is missing (`callbacks=rich` without `rich`) is a ConfigError at validation, in
+    every progress mode, before any data is read."""
+    from hydra.utils import get_class
+
+    from crt.errors import ConfigError
+
+    for name, node in dict(_plain(callbacks_cfg) or {}).items():
+        if not isinstance(node, Mapping) or "_target_" not in node:
+            continue  # reported by build_callbacks
+        try:
+            mro = get_class(str(node["_target_"])).__mro__
+        except Exception:  # noqa: BLE001 - an import error is reported when the Trainer is built
+            continue
+        for c in mro:
+            package = _NEEDS.get(c.__name__)
+            if package and not _installed(package):
+                raise ConfigError(f"callbacks.{name} ({node['_target_']}) needs the `{package}` package, which is not "
+                                  f"installed. Fix: `pip install {package}`, or use callbacks=default (the TQDM bar).")
+
+
 def build_callbacks(callbacks_cfg: Mapping[str, Any] | None, *, stage: str, monitor: str, mode: str,
                     patience: int | None, bar: bool, has_logger: bool) -> list[Callback]:
     """The `callbacks` group's entries for one stage (each `{_target_: class, ...}`, null drops one).
@@ -345,6 +608,12 @@ def build_callbacks(callbacks_cfg: Mapping[str, Any] | None, *, stage: str, moni
         if cls is LearningRateMonitor:  # the stage's name in front, as for every other metric (one W&B run per job)
             node["_target_"] = f"{__name__}.StageLearningRateMonitor"
             node["stage"] = stage
+        if cls is ModelSummary:  # max_depth 0: one line with the parameter count
+            node["_target_"] = f"{__name__}.StageModelSummary"
+            node["stage"] = stage
+        if cls in _STAGE_BARS:  # `[stage] epoch k/K` with the selection metric
+            node["_target_"] = f"{__name__}.{_STAGE_BARS[cls].__name__}"
+            node.update(stage=stage, monitor=monitor)
         try:
             out.append(instantiate(node))
         except Exception as err:  # noqa: BLE001 - hydra wraps the class's own errors
