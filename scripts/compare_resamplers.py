@@ -1,7 +1,7 @@
 """crt.CausalResampler against imbalanced-learn's over-samplers, in the same imblearn Pipeline.
 
     python scripts/compare_resamplers.py                       # 5 seeds, writes outputs/resampler/comparison.{csv,md}
-    python scripts/compare_resamplers.py --seeds 0 --quick     # one seed, fewer flow epochs (a smoke check)
+    python scripts/compare_resamplers.py --seeds 0 --quick     # one seed, at most 10 flow steps (a smoke check)
 
 Data (bundled, no download): scikit-learn's digits with classes 0-4 cut to 10% of their training samples,
 breast cancer with the malignant class cut to 10% of the benign one, and crt's Hénon toy (x = A z + noise,
@@ -67,7 +67,7 @@ def imbalance(X: np.ndarray, y: np.ndarray, minority: list[int], seed: int) -> t
 
 
 def samplers(seed: int, quick: bool) -> dict[str, object]:
-    extra = {"epochs": 10} if quick else {}
+    extra = {"max_steps": 10} if quick else {}
     return {"none": None, "RandomOverSampler": RandomOverSampler(random_state=seed), "SMOTE": SMOTE(random_state=seed),
             "ADASYN": ADASYN(random_state=seed),
             "CausalResampler (nonparametric)": CausalResampler(random_state=seed, **extra),
@@ -82,7 +82,7 @@ def classifiers(seed: int) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--quick", action="store_true", help="10 flow epochs instead of 50")
+    p.add_argument("--quick", action="store_true", help="at most 10 flow steps")
     p.add_argument("--out", default="outputs/resampler")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]

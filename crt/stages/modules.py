@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +11,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from crt.losses import ClassLoss, fdv_loss, gcl_loss
-from crt.losses.contrastive import fdv_scores
-from crt.models import BatchedCritic, ClassPrior
+from crt.losses import ClassLoss
+from crt.models.demixer import DemixObjectiveMixin
 from crt.stages.accel import Compiled, compile_mode, running_mean, static_batches
 from crt.stages.configs import CriticSpec
 from crt.stages.optim import make_optimizer
@@ -185,35 +183,20 @@ class ClassifierModule(pl.LightningModule):
         return opt if self.lr_schedule is None else {"optimizer": opt, "lr_scheduler": self.lr_schedule.scheduler(opt)}
 
 
-class DemixModule(pl.LightningModule):
+class DemixModule(DemixObjectiveMixin, pl.LightningModule):
     """Nonlinear ICA by contrastive learning: flow f (z -> s), per-dimension critic, class priors.
 
-    Objective (CRT eq. 1 / ECRT eq. 4 plus the likelihood term): L - rho * mean_i log p(z_i | y_i), with
-    log p(z | y) = log|det df/dz| + log p(s | y).
+    Objective (CRT eq. 1 / ECRT eq. 4 plus the likelihood term): `DemixObjectiveMixin.objective`
+    (crt/models/demixer.py, shared with crt.CausalResampler).
     """
 
     def __init__(self, flow: nn.Module, num_classes: int, data: DemixData, objective: DemixObjective = DemixObjective(),
                  optim: Optim = Optim(batch_size=512), *, seed: int = 0, compile: bool | str = False):
         super().__init__()
-        from crt.errors import ConfigError
-
-        c, loss, dim = objective.critic, objective.loss, int(data.train[0].shape[1])
-        if c.impl not in ("batched", "loop"):
-            raise ConfigError(f"critic.impl={c.impl!r} is unknown. Fix: use batched (default) or loop (naive).")
-        self.critic_impl = c.impl
-        if loss not in ("gcl", "fdv"):
-            raise ConfigError(f"method.loss={loss!r} is unknown. Fix: use method.loss=gcl (CRT) or fdv (ECRT).")
-        if c.negatives not in ("batch", "classes"):
-            raise ConfigError(f"critic.negatives={c.negatives!r} is unknown. Fix: use batch or classes.")
-        k = num_classes if (loss == "gcl" or not c.embed_dim) else int(c.embed_dim)
-        self.flow, self.critic = flow, BatchedCritic(dim, k, c.hidden)
-        self.prior = ClassPrior(objective.prior, dim, num_classes)
-        self.loss_name, self.rho, self.normalize, self.negatives = loss, float(objective.rho), c.normalize, c.negatives
-        self.exclude_true, self.clamp = c.exclude_true, tuple(c.clamp)
-        if loss == "fdv":
-            emb = torch.eye(num_classes, k) if k == num_classes else torch.randn(num_classes, k) / math.sqrt(k)
-            self.label_emb = nn.Parameter(emb)
-            self.log_tau = nn.Parameter(torch.zeros(()))
+        c = objective.critic
+        self.init_demixer(flow, num_classes, int(data.train[0].shape[1]), loss=objective.loss, prior=objective.prior,
+                          rho=objective.rho, hidden=c.hidden, embed_dim=c.embed_dim, normalize=c.normalize,
+                          negatives=c.negatives, exclude_true=c.exclude_true, clamp=c.clamp, impl=c.impl)
         self.train_data, self.val_data = data.train, data.val
         self.batch_size, self.lr, self.weight_decay, self.seed = optim.batch_size, optim.lr, optim.weight_decay, seed
         self.fused, self.optimizer_name, self.nesterov = optim.fused, optim.name, optim.nesterov
@@ -229,25 +212,6 @@ class DemixModule(pl.LightningModule):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.flow(z)[0]
-
-    def objective(self, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.autocast(z.device.type, enabled=False):  # the likelihood term in fp32, also under bf16-mixed
-            s, logdet = self.flow(z.float())
-            logp = self.prior.log_prob(s, y)
-        g = self.critic(s) if self.critic_impl == "batched" else self.critic.forward_looped(s)
-        u = g.sum(1)  # B x k: sum over dimensions of g_a(s_a)
-        if self.loss_name == "gcl":
-            contrastive = gcl_loss(u, y, exclude_true=self.exclude_true)
-        else:
-            tau = self.log_tau.exp()
-            if self.negatives == "batch":
-                scores = fdv_scores(u, self.label_emb[y], tau, self.normalize)
-                pos = torch.arange(len(y), device=y.device)
-            else:
-                scores, pos = fdv_scores(u, self.label_emb, tau, self.normalize), y
-            contrastive, _ = fdv_loss(scores, pos, self.clamp)
-        nll = -(logdet + logp).mean() / s.shape[1]
-        return {"loss": contrastive + self.rho * nll * s.shape[1], "contrastive": contrastive, "nll": nll}
 
     def train_dataloader(self) -> TensorBatches:
         z, y = (t.to(self.device) for t in self.train_data)
