@@ -154,14 +154,12 @@ def test_schedule_drives_the_optimizer_each_epoch(make_cfg, tmp_path: Path) -> N
         trainer.callbacks.append(Spy())
         return trainer, keep
 
-    import crt.stages.common as stages
-
-    stages.make_trainer = spying
+    training.make_trainer = spying  # crt.stages.common.fit imports it from here when a stage trains
     try:
         sp = build_split(cfg.data, str(cfg.paths.data_dir))
         _run(_Ctx(cfg, sp, str(tmp_path)), "pretrain", {})
     finally:
-        stages.make_trainer = orig
+        training.make_trainer = orig
     # warm-up 0.1 * 1/2, 0.1 * 2/2, then epoch 2 >= milestone 2: 0.1 * 0.1
     assert seen == pytest.approx([0.05, 0.1, 0.01])
 
