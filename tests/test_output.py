@@ -43,6 +43,27 @@ def test_epoch_line_and_early_stop_line() -> None:
         "of epoch 3, val/bal_acc=0.7200")
 
 
+def test_early_stop_line_only_when_the_stop_came_before_the_budget(caplog) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from crt.stages.training import EarlyStopNote, KeepBest
+
+    caplog.set_level(logging.INFO, logger="crt.stages.training")
+    es, keep = EarlyStopping(monitor="refine/val/ce", patience=10), KeepBest("refine/val/ce", "min")
+    keep.best, keep.best_epoch = 0.5, 19
+    trainer = SimpleNamespace(callbacks=[keep, es], max_epochs=30, is_global_zero=True)
+    es.stopped_epoch = 29  # patience ran out at the last epoch: nothing was cut short
+    EarlyStopNote("refine", keep).on_train_end(trainer, None)
+    assert not caplog.records
+    es.stopped_epoch = 25
+    EarlyStopNote("refine", keep).on_train_end(trainer, None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "[refine] early stopping at epoch 26/30: refine/val/ce did not improve for 10 epochs; kept the weights of "
+        "epoch 20, val/ce=0.5000"]
+
+
 def test_piped_progress_is_a_few_lines_per_stage() -> None:
     assert [lines_every(True, k) for k in (2, 5, 30, 40)] == [1, 1, 6, 8]
     assert lines_every("lines", 40) == 1

@@ -205,7 +205,9 @@ class EarlyStopNote(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for es in trainer.callbacks:
-            if isinstance(es, EarlyStopping) and es.stopped_epoch and trainer.is_global_zero:
+            if not isinstance(es, EarlyStopping) or not trainer.is_global_zero:
+                continue
+            if es.stopped_epoch and es.stopped_epoch + 1 < (trainer.max_epochs or 0):  # a stop at the last epoch: none
                 log.info(early_stop_line(self.stage, es.stopped_epoch, trainer.max_epochs, es.monitor, es.patience,
                                          self.keep.best_epoch, self.keep.monitor, self.keep.best))
 
