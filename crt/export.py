@@ -320,13 +320,13 @@ def save_model(run_dir: str | os.PathLike, cfg: DictConfig, split: Any, outputs:
     x = split.x_test[:meta["check"]["inputs"]].clone()
     with torch.random.fork_rng(devices=[]):  # building the networks draws initial weights: not the run's numbers
         model = TrainedPipeline(build(ModelSpec, meta, "model"), weights, trust_code=trust)
-        weights["check"] = {"inputs": x, "logits": model.logits(x)}
+        weights["check"] = {"inputs": x, "logits": model._logits(x)}
     last = [s for s in stages if "logits_test" in outputs[s]][-1]
     with atomic_folder(Path(run_dir) / MODEL_DIR) as tmp:
         torch_save(weights, tmp / "weights.pt")  # a write error names its errno and the path
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
         model = load(tmp, map_location=device, trust_code=trust)
-        logits = {k: model.logits(getattr(split, f"x_{k}")) for k in ("test", "val")}
+        logits = {k: model._logits(getattr(split, f"x_{k}")) for k in ("test", "val")}
         for k, got in logits.items():
             want = outputs[last][f"logits_{k}"].float().cpu()
             if not _same(got, want, exact=model.device.type == "cpu"):
@@ -367,6 +367,7 @@ class TrainedPipeline(nn.Module):
         from crt.models.prior import ClassPrior
 
         self.spec, self.arch = spec, spec.arch
+        self.trust_code, self.source = trust_code, None  # source: the model folder, set by `load`
         a, d, k = spec.arch, spec.arch.feature_dim, spec.arch.num_classes
         self.config: dict[str, Any] = dict(spec.config)
         self.class_names: list[str] = list(spec.classes.names)
@@ -408,43 +409,77 @@ class TrainedPipeline(nn.Module):
         return apply_batched(fn, x, self.device, batch=BATCH)
 
     @torch.no_grad()
-    def features(self, x: Any) -> torch.Tensor:
-        """z: the encoder's features."""
+    def _features(self, x: Any) -> torch.Tensor:
         return self._chunked(self.encoder, self._tensor(x))
 
     @torch.no_grad()
-    def sources(self, x: Any) -> torch.Tensor:
-        """s = f(z): the demixed sources (runs that trained the flow only)."""
+    def _sources(self, x: Any) -> torch.Tensor:
         if self.flow is None:
             raise ConfigError(f"run {self.spec.name} has no demix stage, so it has no sources. Fix: use "
                               "features(x), or a method with demix (ecrt_mp, ecrt_1p, crt).")
-        return self._chunked(lambda z: self.flow(z)[0], self.features(x))
+        return self._chunked(lambda z: self.flow(z)[0], self._features(x))
 
     @torch.no_grad()
-    def logits(self, x: Any) -> torch.Tensor:
-        """The logits results.json's metrics are computed from (scaled like the loss's, e.g. LDAM's s)."""
+    def _logits(self, x: Any) -> torch.Tensor:
         a = self.arch
         posthoc = a.decoupled is not None and a.decoupled.kind == "posthoc"
         if a.last == "pretrain" or posthoc:
-            logits = self._chunked(self.head, self.features(x)) * a.head.logit_scale
+            logits = self._chunked(self.head, self._features(x)) * a.head.logit_scale
             if posthoc:
                 from crt.losses.adjusted import posthoc_adjust
 
                 logits = posthoc_adjust(logits, torch.tensor(a.decoupled.prior_counts, dtype=torch.float64),
                                         a.decoupled.tau)
             return logits
-        inputs = self.sources(x) if a.space == "source" else self.features(x)
+        inputs = self._sources(x) if a.space == "source" else self._features(x)
         return self._chunked(self.predictor, inputs) * a.predictor.logit_scale
+
+    # The public outputs are numpy arrays (float32; scikit-learn's convention), whatever the input's kind (a numpy
+    # array, a tensor or a nested list); the torch versions above are what the metrics and the load check use.
+    def features(self, x: Any) -> np.ndarray:
+        """z: the encoder's features, N x d."""
+        return self._features(x).numpy()
+
+    def sources(self, x: Any) -> np.ndarray:
+        """s = f(z): the demixed sources, N x d (runs that trained the flow only)."""
+        return self._sources(x).numpy()
+
+    def logits(self, x: Any) -> np.ndarray:
+        """The logits results.json's metrics are computed from (scaled like the loss's, e.g. LDAM's s), N x classes."""
+        return self._logits(x).numpy()
 
     def predict_proba(self, x: Any) -> np.ndarray:
         """Class probabilities (softmax; per-label sigmoid on multi-label data), N x classes."""
-        lg = self.logits(x)
+        lg = self._logits(x)
         return (torch.sigmoid(lg) if self.arch.multilabel else torch.softmax(lg, 1)).numpy()
 
     def predict(self, x: Any) -> np.ndarray:
         """Class indices (multi-label: an N x classes 0/1 matrix, labels with probability > 0.5)."""
-        lg = self.logits(x)
+        lg = self._logits(x)
         return (lg > 0).long().numpy() if self.arch.multilabel else lg.argmax(1).numpy()
+
+    def data_split(self, data_dir: str | os.PathLike | None = None) -> Any:
+        """The run's data (a crt.data.Split: `x_train, y_train, x_val, y_val, x_test, y_test`, class counts),
+        rebuilt from the data settings recorded in model.json exactly as the run built it. The files are read
+        from `data_dir` (default `$CRT_DATA_DIR`, else ./data), never from a path recorded in the folder; a
+        dataset given by a user loader (`data._target_`) only when the model was loaded with trust_code."""
+        from crt.config import resolve_data
+        from crt.data import build_split
+        from crt.usercode import allow_user_code
+
+        where = (self.source or Path(MODEL_DIR)) / "model.json"
+        dcfg = self.config.get("data")
+        if not isinstance(dcfg, Mapping) or not isinstance(dcfg.get("name"), str):
+            raise ConfigError(f"{where}: config.data={dcfg!r} names no dataset. Fix: pass your own inputs "
+                              "(an array, or data=<file>.npz with X and y to crt predict).")
+        dcfg = dict(dcfg)
+        if dcfg.get("_target_") is not None:
+            allow_user_code(dcfg["_target_"], "config.data._target_", where, self.trust_code)
+        try:
+            resolve_data(dcfg)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: its data config is not valid here: {err}") from None
+        return build_split(dcfg, str(data_dir or os.environ.get("CRT_DATA_DIR") or "data"))
 
     def evaluate(self, x: Any, y: Any, prefix: str = "test") -> dict[str, float]:
         """results.json's metrics on (x, y)."""
@@ -454,7 +489,7 @@ class TrainedPipeline(nn.Module):
         else:
             from crt.metrics import classification_metrics as metrics_fn
         y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
-        out, _ = metrics_fn(self.logits(x), y, torch.tensor(c.train_counts), torch.tensor(c.majority),
+        out, _ = metrics_fn(self._logits(x), y, torch.tensor(c.train_counts), torch.tensor(c.majority),
                             list(c.groups), prefix=prefix)
         return out
 
@@ -485,9 +520,10 @@ def load(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu",
                          "logits": ((n, a.num_classes), torch.float32)}
         weights = _read_weights(folder / "weights.pt", want)
         model = TrainedPipeline(spec, weights, trust_code=trust_code).to(map_location)
+    model.source = folder
     check = weights["check"]
     try:
-        got = model.logits(check["inputs"])
+        got = model._logits(check["inputs"])
     except Exception as err:  # noqa: BLE001 - e.g. a permutation buffer with indices out of range
         raise _bad(folder / "weights.pt", f"fails its recorded check: the rebuilt model cannot compute it "
                                           f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ import pandas as pd
 import torch
 
 from crt.errors import ConfigError
-from crt.export import MODEL_DIR, TrainedPipeline, load
+from crt.export import TrainedPipeline, load
 from crt.utils import atomic_write_text
 
 KEYS = ("run", "data", "split", "data_dir", "out", "trust_code")
@@ -99,25 +98,6 @@ def _npz(path: str, model: TrainedPipeline) -> tuple[torch.Tensor, torch.Tensor 
     return xt, yt
 
 
-def _data_config(model: TrainedPipeline, folder: str, trust_code: bool) -> dict[str, Any]:
-    """The run's data config from model.json, checked like a config; user code only with trust_code."""
-    from crt.config import resolve_data
-    from crt.usercode import allow_user_code
-
-    where = Path(folder) / MODEL_DIR / "model.json"
-    dcfg = model.config.get("data")
-    if not isinstance(dcfg, Mapping) or not isinstance(dcfg.get("name"), str):
-        raise ConfigError(f"{where}: config.data={dcfg!r} names no dataset. Fix: pass data=<file>.npz with X (and y).")
-    dcfg = dict(dcfg)
-    if dcfg.get("_target_") is not None:
-        allow_user_code(dcfg["_target_"], "config.data._target_", where, trust_code)
-    try:
-        resolve_data(dcfg)
-    except ConfigError as err:
-        raise ConfigError(f"{where}: its data config is not valid here: {err}") from None
-    return dcfg
-
-
 def inputs(model: TrainedPipeline, args: dict[str, str]) -> tuple[Any, Any, str]:
     """(x, y or None, description) for the data argument."""
     dcfg = model.config.get("data")
@@ -127,16 +107,13 @@ def inputs(model: TrainedPipeline, args: dict[str, str]) -> tuple[Any, Any, str]
         if not Path(data).is_file():
             raise ConfigError(f"data={data!r}: no such file. Fix: give the path of an .npz with X (and y).")
         return (*_npz(data, model), data)
-    from crt.data import build_split
-
     if data != name:
         raise ConfigError(f"data={data!r}: this run was trained on {name!r}, whose classes it predicts. "
                           f"Fix: data={name} (split=test|val|train), or an .npz file with X (and y).")
     which = args.get("split", "test")
     if which not in ("test", "val", "train"):
         raise ConfigError(f"split={which!r} is unknown. Fix: use split=test, val or train.")
-    dcfg = _data_config(model, args["run"], args.get("trust_code") == "true")
-    split = build_split(dcfg, args.get("data_dir") or os.environ.get("CRT_DATA_DIR") or "data")
+    split = model.data_split(args.get("data_dir"))
     return getattr(split, f"x_{which}"), getattr(split, f"y_{which}"), f"{data} ({which})"
 
 

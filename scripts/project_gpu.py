@@ -43,7 +43,6 @@ def project(experiment: str, shape: dict, configs_dir: str) -> dict[str, dict[st
     from hydra import compose, initialize_config_dir
 
     from crt.config import register_resolvers, validate
-    from crt.losses.contrastive import fdv_loss  # noqa: F401  (the objective's own imports)
     from crt.models import build_encoder, build_maf
     from crt.models.mlp import build_predictor
     from crt.registry import as_dict

@@ -1,4 +1,5 @@
-"""scripts/prepare_data.py (verified, atomic downloads; clear offline failure) and run.py's missing-data error."""
+"""Verified, atomic downloads (crt.data.download: scripts/prepare_data.py and a run's own CIFAR download; clear
+offline failure) and run.py's missing-data error."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+import crt.data.download as dl
 from crt.data.cifar import load_cifar100
+from crt.errors import DataNotFoundError
 
 try:  # tests/ as a package (tests/__init__.py) or as plain modules
     from tests.test_datasets import write_cifar100
@@ -41,20 +44,20 @@ def test_download_verifies_md5_and_leaves_nothing_half_written(tmp_path: Path) -
     src = tmp_path / "file.bin"
     src.write_bytes(os.urandom(3000))
     dest = tmp_path / "out" / "file.bin"
-    prepare_data.download(src.as_uri(), dest, _md5(src))
+    dl.download(src.as_uri(), dest, _md5(src))
     assert dest.read_bytes() == src.read_bytes()
     bad = tmp_path / "out" / "bad.bin"
-    with pytest.raises(prepare_data.PrepareError, match="md5"):
-        prepare_data.download(src.as_uri(), bad, "0" * 32)
+    with pytest.raises(dl.PrepareError, match="md5"):
+        dl.download(src.as_uri(), bad, "0" * 32)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.bin"]  # no bad.bin, no .part
-    with pytest.raises(prepare_data.PrepareError, match="could not download"):
-        prepare_data.download((tmp_path / "absent").as_uri(), tmp_path / "out" / "x")
+    with pytest.raises(dl.PrepareError, match="could not download"):
+        dl.download((tmp_path / "absent").as_uri(), tmp_path / "out" / "x")
 
 
 def test_prepare_cifar100_from_a_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tgz = _cifar_tarball(tmp_path)
-    arch = prepare_data.Archive(tgz.as_uri(), _md5(tgz), "cifar-100-python", "test")
-    monkeypatch.setitem(prepare_data.ARCHIVES, "cifar100", arch)
+    arch = dl.Archive(tgz.as_uri(), _md5(tgz), "cifar-100-python", "test")
+    monkeypatch.setitem(dl.ARCHIVES, "cifar100", arch)
     data = tmp_path / "data"
     assert prepare_data.main(["cifar100", "--data-dir", str(data)]) == 0
     assert sorted(p.name for p in data.iterdir()) == ["cifar-100-python"]  # archive and temp folder removed
@@ -63,12 +66,27 @@ def test_prepare_cifar100_from_a_mirror(tmp_path: Path, monkeypatch: pytest.Monk
     assert prepare_data.main(["cifar100", "--data-dir", str(data)]) == 0  # second time: already present
 
 
+def test_a_run_downloads_cifar_atomically_and_a_bad_archive_leaves_nothing(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    tgz = _cifar_tarball(tmp_path)
+    data = tmp_path / "data"
+    monkeypatch.setitem(dl.ARCHIVES, "cifar100", dl.Archive(tgz.as_uri(), "0" * 32, "cifar-100-python", "test"))
+    with pytest.raises(DataNotFoundError, match="md5") as err:  # corrupt download: refused, nothing left behind
+        load_cifar100(data_dir=str(data), download=True)
+    assert "prepare_data.py cifar100" in str(err.value)
+    assert not list(data.iterdir())  # no archive, no .part, no half-unpacked folder
+    monkeypatch.setitem(dl.ARCHIVES, "cifar100", dl.Archive(tgz.as_uri(), _md5(tgz), "cifar-100-python", "test"))
+    raw = load_cifar100(data_dir=str(data), download=True)
+    assert raw.x_train.shape == (200, 3, 32, 32)
+    assert sorted(p.name for p in data.iterdir()) == ["cifar-100-python"]  # the archive removed once unpacked
+
+
 def test_offline_fails_with_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture) -> None:
     def offline(*_, **__):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(prepare_data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
     rc = prepare_data.main(["mnist", "cifar100", "tinyimagenet", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err

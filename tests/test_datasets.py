@@ -204,14 +204,17 @@ def test_cifar_missing_without_download(tmp_path: Path) -> None:
 
 
 def test_cifar_download_failure_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from torchvision.datasets import utils
+    import urllib.error
+
+    import crt.data.download as dl
 
     def offline(*_, **__):
-        raise RuntimeError("network unreachable")
+        raise urllib.error.URLError("network unreachable")
 
-    monkeypatch.setattr(utils, "download_and_extract_archive", offline)
-    with pytest.raises(DataNotFoundError, match="download failed: RuntimeError: network unreachable"):
+    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
+    with pytest.raises(DataNotFoundError, match="download failed: PrepareError: could not download .*network unreach"):
         load_cifar100(data_dir=str(tmp_path), download=True)
+    assert not list(tmp_path.iterdir())
 
 
 def test_cifar_corrupt_pickle(tmp_path: Path) -> None:

@@ -27,20 +27,20 @@ def test_load_reproduces_results_after_cache_is_deleted(make_cfg, tmp_path: Path
     shutil.copytree(tmp_path / "r", moved)  # the folder is self-contained
     shutil.rmtree(tmp_path / "r")
     model = crt.load(moved)
-    from crt.data import build_split
-
-    split = build_split(model.config["data"], model.config["paths"]["data_dir"])
+    split = model.data_split(model.config["paths"]["data_dir"])  # the run's own split, rebuilt
+    assert split.train_counts.tolist() == res["data"]["train_counts"] and len(split.y_test) == len(split.x_test)
     m = model.evaluate(split.x_test, split.y_test)
     assert m["test/top1"] == res["metrics"]["test/top1"]
     assert m["test/nll"] == res["metrics"]["test/nll"]
     assert m == {k: v for k, v in res["metrics"].items() if k.startswith("test/")}
     z = model.features(split.x_test[:5])
-    assert z.shape == (5, 2)
+    assert isinstance(z, np.ndarray) and z.shape == (5, 2) and z.dtype == np.float32  # numpy, like predict_proba
+    np.testing.assert_allclose(model.logits(split.x_test[:5].numpy()), model.logits(split.x_test[:5]))
     if method == "ecrt_mp":
         s = model.sources(split.x_test[:5])
-        assert s.shape == (5, 2) and not torch.equal(s, z)
+        assert isinstance(s, np.ndarray) and s.shape == (5, 2) and not np.array_equal(s, z)
         with torch.no_grad():
-            torch.testing.assert_close(model.flow.inverse(s)[0], z, atol=1e-4, rtol=1e-4)
+            np.testing.assert_allclose(model.flow.inverse(torch.from_numpy(s))[0].numpy(), z, atol=1e-4, rtol=1e-4)
     else:
         with pytest.raises(ConfigError, match="no demix stage"):
             model.sources(split.x_test[:5])

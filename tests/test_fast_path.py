@@ -47,18 +47,18 @@ def test_training_steps_make_no_host_sync(make_cfg, tmp_path: Path, monkeypatch:
     seen: dict[str, Counter[str]] = {}
     steps: Counter[str] = Counter()
 
-    def counting(cls: type) -> None:
-        orig = cls.training_step
+    def counting(cls: type) -> None:  # the loss of each batch (several per Lightning step: ChunkedSteps)
+        orig = cls.step_loss
 
-        def step(self, batch, idx):  # noqa: ANN001, ANN202
+        def step(self, batch):  # noqa: ANN001, ANN202
             name = getattr(self, "prefix", "demix")
             with count_host_syncs() as c:
-                out = orig(self, batch, idx)
+                out = orig(self, batch)
             seen.setdefault(name, Counter()).update(c)
             steps[name] += 1
             return out
 
-        monkeypatch.setattr(cls, "training_step", step)
+        monkeypatch.setattr(cls, "step_loss", step)
 
     counting(ClassifierModule)
     counting(DemixModule)

@@ -258,15 +258,16 @@ def test_every_class_minority_is_refused_for_majority_only_stages(make_cfg, tmp_
 
 
 def test_missing_mnist_dir_is_left_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import torchvision.datasets.mnist as tv
+    import urllib.error
 
+    import crt.data.download as dl
     from crt.data.mnist import load_mnist
     from crt.errors import DataNotFoundError
 
     def offline(*_a, **_k):
-        raise OSError("no network")
+        raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(tv, "download_and_extract_archive", offline)
+    monkeypatch.setattr(dl.urllib.request, "urlopen", offline)
     for root in (tmp_path / "absent", tmp_path / "empty"):
         if root.name == "empty":
             root.mkdir()

@@ -36,3 +36,38 @@ def test_balanced_weights_draw_classes_equally() -> None:
     drawn = torch.cat([b[0] for b in TensorBatches(y, batch_size=100, weights=w, num_samples=20000, seed=0)])
     frac = drawn.float().mean().item()
     assert abs(frac - 0.5) < 0.02
+
+
+def test_chunks_yield_every_batch_once_in_order() -> None:
+    x = torch.arange(50.0)
+    plain = TensorBatches(x, batch_size=8, seed=3)
+    chunked = TensorBatches(x, batch_size=8, seed=3)
+    chunked.chunk = 3
+    assert len(plain) == 7 and len(chunked) == 3 and chunked.n_batches() == 7
+    flat = [b for chunk in chunked for b in chunk]
+    assert len(flat) == 7 and all(torch.equal(a[0], b[0]) for a, b in zip(plain, flat, strict=True))
+
+
+def _stage_logs(run_dir) -> dict[str, str]:  # noqa: ANN001
+    return {p.parent.name: p.read_text() for p in sorted((run_dir / "logs").glob("*/metrics.csv"))}
+
+
+@pytest.mark.slow
+def test_several_steps_per_lightning_step_are_bit_identical(make_cfg, tmp_path) -> None:  # noqa: ANN001
+    """trainer.steps_per_call=3 against 1 (Lightning's automatic loop): same metrics, same logged curves and steps,
+    with gradient clipping, a learning-rate schedule with warm-up and the refine stage's extra (augmented) stream."""
+    from crt.pipeline import run
+
+    base = ("debug=tiny", "data.n_per_class=120", "data.n_test_per_class=10", "stage.pretrain.epochs=3",
+            "stage.pretrain.grad_clip=0.5", "stage.refine.grad_clip=0.5", "stage.demix.grad_clip=1.0",
+            "+stage.pretrain.lr_schedule={warmup_epochs:1,milestones:[2],gamma:0.5}", "stage.pretrain.batch_size=64",
+            "stage.refine.batch_size=64", "stage.demix.batch_size=64", "cache.enabled=false")
+    res = {k: run(make_cfg(*base, f"trainer.steps_per_call={k}"), run_dir=tmp_path / f"k{k}") for k in (1, 3)}
+    assert res[1]["metrics"] == res[3]["metrics"]
+    def picked(r: dict) -> dict:
+        return {s: {k: v["selected"][k] for k in ("best", "epoch", "epochs_run")} for s, v in r["stages"].items()
+                if v.get("selected")}
+
+    assert picked(res[1]) == picked(res[3]) and set(picked(res[1])) == {"pretrain", "demix", "refine"}
+    logs = {k: _stage_logs(tmp_path / f"k{k}") for k in (1, 3)}
+    assert set(logs[1]) >= {"pretrain", "demix", "refine"} and logs[1] == logs[3]

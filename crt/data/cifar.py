@@ -119,12 +119,14 @@ def load_cifar(which: str, data_dir: str = "data", download: bool = True) -> Raw
     if not _present(root, which):
         if not download:
             raise _missing(root, which)
-        try:
-            from torchvision.datasets import CIFAR10, CIFAR100, utils
+        import logging
 
-            cls = CIFAR100 if which == "cifar100" else CIFAR10  # only its URL and md5: its reader unpickles unrestricted
-            utils.download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-        except Exception as err:  # noqa: BLE001  (no network, mirror down, disk full ...)
+        from crt.data.download import PrepareError, prepare_archive
+
+        try:  # verified md5, `.part` file, unpacked beside and renamed: nothing half-written stays on failure
+            root.mkdir(parents=True, exist_ok=True)
+            prepare_archive(which, root, say=logging.getLogger(__name__).info)
+        except (PrepareError, OSError) as err:  # no network, mirror down, disk full ...
             raise _missing(root, which, err) from None
         if not _present(root, which):
             raise _missing(root, which)

@@ -68,11 +68,16 @@ def load_mnist(data_dir: str = "data", download: bool = True) -> RawData:
     except RuntimeError:
         if not download:
             raise _missing(root) from None
+        import logging
+
+        from crt.data.download import PrepareError, prepare_mnist
+
         created = [p for p in (root / "MNIST" / "raw", root / "MNIST", root) if not p.exists()]
-        try:
-            train = MNIST(str(root), train=True, download=True)
-            test = MNIST(str(root), train=False, download=True)
-        except Exception as err:  # no network, mirror down, ...
+        try:  # verified md5, `.part` files renamed when complete (crt.data.download)
+            prepare_mnist(root, say=logging.getLogger(__name__).info)
+            train = MNIST(str(root), train=True, download=False)
+            test = MNIST(str(root), train=False, download=False)
+        except (PrepareError, OSError, RuntimeError) as err:  # no network, mirror down, disk full ...
             for p in created:  # leave data_dir as it was: remove the folders the failed download made, if empty
                 if p.is_dir() and not any(p.iterdir()):
                     p.rmdir()

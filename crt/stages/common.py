@@ -100,7 +100,7 @@ def fit(ctx: Context, module: Any, stage: str, train: Train, numerics: Numerics,
     """Train `module` for the stage's budget with selection on `watch` (metric, mode); the selection summary."""
     from crt.stages.accel import EpochTimer
     from crt.stages.checkpoint import checkpoint_for
-    from crt.stages.training import HistoryLogger, make_trainer
+    from crt.stages.training import HistoryLogger, make_trainer, steps_per_call
 
     ckpt, resume = checkpoint_for(ctx.checkpoint_dir, stage, ctx.checkpoint_every, train.epochs,
                                   ctx.checkpoint_interval_s)
@@ -118,6 +118,10 @@ def fit(ctx: Context, module: Any, stage: str, train: Train, numerics: Numerics,
         grad_clip=train.grad_clip, progress=ctx.progress, checkpoint=ckpt, history=history,
     )
     module.compile = numerics.compile  # every trained stage (crt/stages/accel.py)
+    k = steps_per_call(trainer, int((ctx.trainer or {}).get("steps_per_call", 1) or 1))
+    if k > 1 and hasattr(module, "use_chunks"):  # several optimizer steps per Lightning step (ChunkedSteps)
+        module.use_chunks(k, train.grad_clip)
+        trainer.gradient_clip_val = None  # clipped by the module itself (Lightning refuses it in manual optimization)
     trainer.callbacks.append(EpochTimer())  # per-epoch seconds in `selected` (scripts/bench.py)
     t0 = time.perf_counter()
     trainer.fit(module, ckpt_path=resume, weights_only=True)

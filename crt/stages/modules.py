@@ -17,7 +17,7 @@ from crt.stages.accel import Compiled, compile_mode, running_mean, static_batche
 from crt.stages.configs import CriticSpec
 from crt.stages.optim import make_optimizer
 from crt.stages.schedule import LRSchedule
-from crt.stages.training import TensorBatches, cap_log_interval
+from crt.stages.training import ChunkedSteps, TensorBatches, cap_log_interval
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class DemixObjective:
                                     exclude_true=False, clamp=(-5.0, 15.0), impl="batched")
 
 
-class ClassifierModule(pl.LightningModule):
+class ClassifierModule(ChunkedSteps, pl.LightningModule):
     """A network trained by a per-sample classification loss on in-memory tensors.
 
     Training batches are (x, y, w) with per-sample weights w; an optional second stream of extra
@@ -130,7 +130,7 @@ class ClassifierModule(pl.LightningModule):
                                                drop_last=len(ex[0]) >= self.extra_batch)
         batches = TensorBatches(x, y, w, batch_size=self.batch_size, seed=self.seed, weights=self.sampler_weights,
                                 transform=self.transform, drop_last=len(x) > self.batch_size)
-        cap_log_interval(self, len(batches))
+        cap_log_interval(self, len(self.chunked(batches)))
         return batches
 
     def val_dataloader(self) -> TensorBatches:
@@ -148,7 +148,7 @@ class ClassifierModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.loss_fn.on_epoch(self.current_epoch, self.trainer.max_epochs or 1)
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
+    def step_loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:  # of one batch (ChunkedSteps)
         x, y, w = batch
         logits = self._train_forward(x)
         n = self.loss_fn.batch_weight(y)  # the batch size (a weighted-mean loss: the sum of its class weights)
@@ -157,9 +157,12 @@ class ClassifierModule(pl.LightningModule):
         extra = self._next_extra()
         if extra is not None:  # summed and divided by the real batch's n: each extra sample weighs extra_weight
             loss = loss + self.extra_weight * self.loss_fn(self._train_forward(extra[0]), extra[1]).sum() / n
-        self.train_loss.update(loss.detach())
-        self.log(f"{self.prefix}/train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.train_loss.update(loss.detach())  # accumulated on the device, logged once per epoch
         return loss
+
+    def on_train_epoch_end(self) -> None:  # one self.log per epoch: per step it costs ~20% of a small step
+        self.log(f"{self.prefix}/train/loss", self.train_loss, prog_bar=True)
+        self.step_schedules()
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], _: int) -> None:
         x, y = batch
@@ -183,7 +186,7 @@ class ClassifierModule(pl.LightningModule):
         return opt if self.lr_schedule is None else {"optimizer": opt, "lr_scheduler": self.lr_schedule.scheduler(opt)}
 
 
-class DemixModule(DemixObjectiveMixin, pl.LightningModule):
+class DemixModule(ChunkedSteps, DemixObjectiveMixin, pl.LightningModule):
     """Nonlinear ICA by contrastive learning: flow f (z -> s), per-dimension critic, class priors.
 
     Objective (CRT eq. 1 / ECRT eq. 4 plus the likelihood term): `DemixObjectiveMixin.objective`
@@ -216,19 +219,23 @@ class DemixModule(DemixObjectiveMixin, pl.LightningModule):
     def train_dataloader(self) -> TensorBatches:
         z, y = (t.to(self.device) for t in self.train_data)
         batches = TensorBatches(z, y, batch_size=self.batch_size, seed=self.seed, drop_last=len(z) > self.batch_size)
-        cap_log_interval(self, len(batches))
+        cap_log_interval(self, len(self.chunked(batches)))
         return batches
 
     def val_dataloader(self) -> TensorBatches:
         z, y = (t.to(self.device) for t in self.val_data)
         return TensorBatches(z, y, batch_size=max(self.batch_size, 2048), shuffle=False)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+    def step_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:  # of one batch (ChunkedSteps)
         out = (self._step or self.objective)(*batch)
         for k, m in self.m_train.items():
-            m.update(out[k].detach())
-            self.log(f"demix/train/{self._name(k)}", m, on_step=False, on_epoch=True, prog_bar=k == "loss")
+            m.update(out[k].detach())  # logged once per epoch (on_train_epoch_end)
         return out["loss"]
+
+    def on_train_epoch_end(self) -> None:
+        for k, m in self.m_train.items():
+            self.log(f"demix/train/{self._name(k)}", m, prog_bar=k == "loss")
+        self.step_schedules()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         out = self.objective(*batch)
