@@ -15,9 +15,9 @@ stage (medians over rounds); the plain loop's selected metric is printed beside 
 trained the same thing.
 
 `--whole` also times `python run.py` (a fresh process, cache off, its own output folder) against the sum of what
-a plain script doing the same work needs: `python -c "import torch"`, building the split, the plain loops,
-augmentation (crt's stage seconds) and the test logits. Not a timed test: figures only. Pin it (`taskset -c 1`)
-and run nothing else beside it.
+a plain script doing the same training needs: `python -c "import torch"`, building the split, the plain loops and
+augmentation (crt's stage seconds); crt's evaluation, diagnostics, export and results.json are on its side only.
+Not a timed test: figures only. Pin it (`taskset -c 1`) and run nothing else beside it.
 """
 
 from __future__ import annotations

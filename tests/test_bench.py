@@ -93,3 +93,20 @@ def test_epoch_times_include_the_checkpoint_written_at_the_epoch_end(tmp_path: P
     res = run(compose_cfg(["debug=tiny", "method=erm", "checkpoint_interval_s=0"], tmp_path), run_dir=tmp_path / "r")
     sel = res["stages"]["pretrain"]["selected"]
     assert len(sel["epoch_s"]) == 2 and all(e - t >= 0.5 for e, t in zip(sel["epoch_s"], sel["train_s"]))
+
+
+@pytest.mark.slow
+def test_overhead_bench_trains_the_same_models_as_the_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/bench_overhead.py at tiny size: one row per trained stage, and its plain loop selects the very
+    metric value crt's stage selected (same batches, loss, optimizer, epochs and validation)."""
+    spec = importlib.util.spec_from_file_location("crt_bench_overhead", ROOT / "scripts" / "bench_overhead.py")
+    bench_overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_overhead)
+    bench_overhead.main(["debug=tiny", "data.n_per_class=150", "data.n_test_per_class=10", "--rounds", "1"])
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
+            if line.split() and line.split()[0] in ("pretrain", "demix", "refine", "trained")}
+    assert set(rows) == {"pretrain", "demix", "refine", "trained"}
+    for stage in ("pretrain", "demix", "refine"):
+        epochs, crt_s, plain_s, ratio, picked_crt, _, picked_plain = rows[stage][1:]
+        assert int(epochs) == 2 and float(crt_s) > 0 and float(plain_s) > 0 and float(ratio) > 0
+        assert picked_crt == picked_plain, stage
