@@ -176,3 +176,10 @@ def test_lam_defaults_per_dataset_and_an_override_wins(make_cfg) -> None:
     assert resolve(make_cfg()).stages["refine"].lam == 1e-3
     assert resolve(make_cfg("data=mnist")).stages["refine"].lam == 1.0
     assert resolve(make_cfg("data=mnist", "method.lam=1e-3")).stages["refine"].lam == 1e-3
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", "eight", "true"])
+def test_steps_per_call_must_be_a_whole_number_of_at_least_one(make_cfg, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^trainer\.steps_per_call=.* is not a whole number of at least 1\. Fix:"):
+        resolve(make_cfg(f"trainer.steps_per_call={value}"))
+    assert resolve(make_cfg("trainer.steps_per_call=1")) is not None

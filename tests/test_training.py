@@ -71,3 +71,17 @@ def test_several_steps_per_lightning_step_are_bit_identical(make_cfg, tmp_path) 
     assert picked(res[1]) == picked(res[3]) and set(picked(res[1])) == {"pretrain", "demix", "refine"}
     logs = {k: _stage_logs(tmp_path / f"k{k}") for k in (1, 3)}
     assert set(logs[1]) >= {"pretrain", "demix", "refine"} and logs[1] == logs[3]
+
+
+def test_steps_per_call_falls_back_to_one_where_lightning_must_see_every_batch() -> None:
+    import lightning.pytorch as pl
+
+    def trainer(**kw) -> pl.Trainer:  # noqa: ANN003
+        return pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False, **kw)
+
+    assert training.steps_per_call(trainer(), 8) == 8
+    assert training.steps_per_call(trainer(), 1) == 1
+    for kw in ({"limit_train_batches": 5}, {"limit_train_batches": 0.5}, {"fast_dev_run": True}, {"max_steps": 10},
+               {"accumulate_grad_batches": 2}, {"overfit_batches": 2}, {"devices": 2, "strategy": "ddp_spawn"}):
+        assert training.steps_per_call(trainer(**kw), 8) == 1, kw

@@ -271,6 +271,10 @@ class View:
         fused = tr.get("fused", False)
         if not isinstance(fused, bool):
             raise ConfigError(f"trainer.fused={fused!r} is not true or false. Fix: use true or false.")
+        spc = tr.get("steps_per_call", 1)
+        if isinstance(spc, bool) or not isinstance(spc, int) or spc < 1:
+            raise ConfigError(f"trainer.steps_per_call={spc!r} is not a whole number of at least 1. Fix: use 1 (one "
+                              "optimizer step per Lightning step) or more, e.g. the default 8.")
         return Numerics(str(tr.get("precision", "32")), fused, compile_mode(tr.get("compile", False)))
 
     def component(self, registry: Any, name_key: str, options_key: str, stage: str) -> Component:

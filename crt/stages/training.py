@@ -116,10 +116,12 @@ class TensorBatches:
 def steps_per_call(trainer: pl.Trainer, wanted: int) -> int:
     """How many optimizer steps one Lightning training step makes (ChunkedSteps): `trainer.steps_per_call`, or 1
     where Lightning must see every batch: several processes (DDP syncs gradients once per forward of its wrapper),
-    a cut budget (limit_train_batches, fast_dev_run, max_steps, overfit_batches) or gradient accumulation."""
+    a cut budget (limit_train_batches, fast_dev_run, max_steps, overfit_batches), gradient accumulation or fp16 loss
+    scaling (whose unscaling before clipping is Lightning's automatic loop's)."""
     full = trainer.limit_train_batches in (1.0, None) and not isinstance(trainer.limit_train_batches, int)
+    scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # fp16 loss scaling: Lightning's own loop
     if (wanted <= 1 or trainer.world_size > 1 or not full or trainer.fast_dev_run or trainer.max_steps != -1
-            or trainer.overfit_batches or trainer.accumulate_grad_batches != 1):
+            or trainer.overfit_batches or trainer.accumulate_grad_batches != 1 or scaled):
         return 1
     return int(wanted)
 
