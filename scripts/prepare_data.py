@@ -17,9 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from crt.data.download import ARCHIVES, Archive, PrepareError, download, md5sum, prepare_archive, prepare_mnist
-
-__all__ = ["ARCHIVES", "Archive", "PrepareError", "download", "md5sum", "main"]
+from crt.data.download import ARCHIVES, PrepareError, prepare_archive, prepare_mnist
 
 MANUAL = {
     "inat2019": (

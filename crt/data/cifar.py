@@ -124,7 +124,6 @@ def load_cifar(which: str, data_dir: str = "data", download: bool = True) -> Raw
         from crt.data.download import PrepareError, prepare_archive
 
         try:  # verified md5, `.part` file, unpacked beside and renamed: nothing half-written stays on failure
-            root.mkdir(parents=True, exist_ok=True)
             prepare_archive(which, root, say=logging.getLogger(__name__).info)
         except (PrepareError, OSError) as err:  # no network, mirror down, disk full ...
             raise _missing(root, which, err) from None

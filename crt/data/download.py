@@ -1,6 +1,6 @@
 """Verified, atomic downloads of the datasets that can be downloaded (MNIST, CIFAR-10/100, Tiny ImageNet).
 
-Used by `scripts/prepare_data.py` and by the CIFAR loader when a run finds its data absent. Files come from their
+Used by `scripts/prepare_data.py` and by the CIFAR and MNIST loaders when a run finds its data absent. Files come from their
 official URLs and are checked against their published md5. Nothing half-written is ever left in place: a
 download goes to `<file>.part` and is renamed when complete and verified (and removed when it fails), an archive
 is unpacked into a temporary folder beside its target and renamed into place.
@@ -49,6 +49,7 @@ ARCHIVES = {
     "tinyimagenet": Archive("http://cs231n.stanford.edu/tiny-imagenet-200.zip",
                             "90528d7ca1a48142e341f4ef8d21d0de", "tiny-imagenet-200", "val/val_annotations.txt"),
 }
+
 
 class PrepareError(RuntimeError):
     """A download or unpacking step failed; the message says what to do."""

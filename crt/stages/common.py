@@ -118,7 +118,7 @@ def fit(ctx: Context, module: Any, stage: str, train: Train, numerics: Numerics,
         grad_clip=train.grad_clip, progress=ctx.progress, checkpoint=ckpt, history=history,
     )
     module.compile = numerics.compile  # every trained stage (crt/stages/accel.py)
-    k = steps_per_call(trainer, int((ctx.trainer or {}).get("steps_per_call", 1) or 1))
+    k = steps_per_call(trainer, int(ctx.trainer.get("steps_per_call", 1)))  # checked at validation (Numerics)
     if k > 1 and hasattr(module, "use_chunks"):  # several optimizer steps per Lightning step (ChunkedSteps)
         module.use_chunks(k, train.grad_clip)
         trainer.gradient_clip_val = None  # clipped by the module itself (Lightning refuses it in manual optimization)

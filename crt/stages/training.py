@@ -170,10 +170,11 @@ class ChunkedSteps:
 
     def step_schedules(self) -> None:
         """Manual optimization: the epoch-interval learning-rate schedule steps here (Lightning does it otherwise)."""
-        if not self.automatic_optimization:
-            sched = self.lr_schedulers()
-            for s in sched if isinstance(sched, list) else [sched] if sched is not None else []:
-                s.step()
+        if self.automatic_optimization:
+            return
+        sched = self.lr_schedulers()  # None, one scheduler, or a list
+        for s in sched if isinstance(sched, list) else filter(None, [sched]):
+            s.step()
 
 
 class KeepBest(Callback):
